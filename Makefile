@@ -1,0 +1,42 @@
+# Two commands: `make run` starts a local broker, `make test` runs every check.
+# Each target creates .venv and installs what is missing; reruns are quick.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: run test lint typecheck unit bench bench-smoke clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(RUN_STAMP)
+
+run: $(RUN_STAMP)
+	$(BIN)/tidelog dev
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(DEV_STAMP)
+	$(BIN)/mypy
+
+unit: $(DEV_STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: $(DEV_STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) tidelog-data
