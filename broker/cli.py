@@ -1,0 +1,171 @@
+"""The `tidelog` command: server commands here, client commands from `client.cli`.
+
+    tidelog dev [--host 127.0.0.1] [--port 9092] [--data-dir ./tidelog-data]
+    tidelog broker --config broker.toml
+
+`dev` runs one broker with topics auto-created. Both print
+`tidelog ready: bootstrap HOST:PORT` on stdout once the broker accepts connections (with
+port 0, the port actually bound). SIGINT or SIGTERM shuts down cleanly and exits 0; a second
+signal during shutdown cuts it short (exit 1). Configuration and startup errors exit 2 / 1
+with one line on stderr.
+
+This module is the one place that knows both sides: `client.cli.add_commands(subparsers)`,
+when that module exists, adds the client commands. Every subcommand parser sets
+`run=<callable(args) -> int>` as a default; its return value is the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import random
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from broker.config import BrokerConfig, ConfigError, ListenerConfig, load_config
+from broker.network import TcpNetwork
+from broker.server import Broker, wall_clock_ms
+from broker.topics import MetadataStoreError
+from storage.filesystem import OsFileSystem
+
+log = logging.getLogger("tidelog")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tidelog", description="A Kafka-compatible event log broker on trio."
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="broker log level (logs go to stderr)",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = subparsers.add_parser("dev", help="run one local broker with auto-created topics")
+    dev.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    dev.add_argument("--port", type=int, default=9092, help="port to bind; 0 picks a free one")
+    dev.add_argument("--data-dir", default="./tidelog-data", help="where logs are kept")
+    dev.set_defaults(run=_run_dev)
+
+    broker = subparsers.add_parser("broker", help="run a broker from a TOML config file")
+    broker.add_argument("--config", required=True, help="path of the TOML config file")
+    broker.set_defaults(run=_run_broker_command)
+
+    _add_client_commands(subparsers)
+    return parser
+
+
+def _add_client_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    try:
+        client_cli = importlib.import_module("client.cli")
+    except ModuleNotFoundError as exc:
+        if exc.name != "client.cli":
+            raise
+        return
+    client_cli.add_commands(subparsers)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    status: int = args.run(args)
+    return status
+
+
+def _run_dev(args: argparse.Namespace) -> int:
+    try:
+        config = BrokerConfig(
+            listeners=(ListenerConfig(name="PLAINTEXT", host=args.host, port=args.port),),
+            data_dir=args.data_dir,
+            auto_create_topics_enable=True,
+        )
+    except ConfigError as exc:
+        print(f"tidelog: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_broker(config)
+
+
+def _run_broker_command(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"tidelog: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_broker(config)
+
+
+def run_broker(config: BrokerConfig) -> int:
+    """Run a broker on the real network and disk until a signal; return the exit status.
+
+    Prints `tidelog ready: bootstrap HOST:PORT` (the first listener's advertised address)
+    on stdout once every listener accepts connections.
+    """
+    status = EXIT_OK
+    try:
+        status = trio.run(_serve_until_signal, config)
+    except* (MetadataStoreError, OSError) as group:
+        for exc in _leaves(group):
+            print(f"tidelog: cannot start: {exc}", file=sys.stderr)
+        status = EXIT_FAILED
+    return status
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+async def _serve_until_signal(config: BrokerConfig) -> int:
+    broker = Broker(
+        config,
+        network=TcpNetwork(),
+        fs=OsFileSystem(),
+        now_ms=wall_clock_ms,
+        random=random.Random(),
+    )
+    status = EXIT_OK
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def run(task_status: trio.TaskStatus[None]) -> None:
+                await broker.serve(task_status=task_status)
+                nursery.cancel_scope.cancel()  # the broker is done: stop watching signals
+
+            async def watch_signals() -> None:
+                nonlocal status
+                received = 0
+                async for signum in signals:
+                    received += 1
+                    if received == 1:
+                        log.info("%s: shutting down", signal.Signals(signum).name)
+                        broker.request_shutdown()
+                    else:
+                        log.warning("%s again: stopping now", signal.Signals(signum).name)
+                        status = EXIT_FAILED
+                        nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_signals)
+            await nursery.start(run)
+            endpoint = broker.advertised_endpoints()[0]
+            print(f"tidelog ready: bootstrap {endpoint.host}:{endpoint.port}", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""Broker configuration: one frozen dataclass, loaded from TOML or built in code.
+
+Names are Kafka's broker config names in snake_case (`log.retention.ms` is
+`log_retention_ms`). A TOML file may spell a key either way: nested tables are joined with
+underscores, so `log.retention.ms = 1000` (a dotted TOML key) and `log_retention_ms = 1000`
+mean the same thing. Listeners are an array of tables:
+
+    node_id = 1
+    data_dir = "/var/lib/tidelog"
+
+    [[listeners]]
+    name = "PLAINTEXT"
+    host = "0.0.0.0"
+    port = 9092
+    advertised_host = "broker1.example.com"
+
+    [[listeners]]
+    name = "SSL"
+    host = "0.0.0.0"
+    port = 9093
+    advertised_host = "broker1.example.com"
+    tls = { certfile = "server.pem", keyfile = "server.key", cafile = "ca.pem",
+            client_auth = "required" }
+
+Every key is checked: an unknown key, a value of the wrong type or out of range raises
+`ConfigError` naming the key as it was written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+ClientAuth = Literal["required", "none"]
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+_DAY_MS = 24 * 60 * 60 * 1000
+_INT64_MAX = 2**63 - 1
+_INT32_MAX = 2**31 - 1
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+_LISTENER_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """A listener's TLS settings (PEM files). `cafile` verifies client certificates."""
+
+    certfile: str
+    keyfile: str | None = None
+    cafile: str | None = None
+    client_auth: ClientAuth = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """One listening socket. Port 0 binds an ephemeral port (see `Broker.bound_addresses`).
+
+    `advertised_host`/`advertised_port` are what Metadata tells clients to connect to; they
+    default to the bind host and the bound port. A wildcard bind host needs an explicit
+    `advertised_host`, because clients cannot connect to 0.0.0.0.
+    """
+
+    name: str = "PLAINTEXT"
+    host: str = "127.0.0.1"
+    port: int = 9092
+    advertised_host: str | None = None
+    advertised_port: int | None = None
+    tls: TlsConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """Everything a broker reads at startup. Defaults are Kafka's where Kafka has one."""
+
+    node_id: int = 0
+    listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
+    data_dir: str = "./tidelog-data"
+    cluster_id: str | None = None
+    """None: take the id stored in the data dir, or generate one on first start."""
+    rack: str | None = None
+
+    auto_create_topics_enable: bool = True
+    num_partitions: int = 1
+    default_replication_factor: int = 1
+
+    socket_request_max_bytes: int = 100 * MiB
+    max_inflight_requests_per_connection: int = 100
+    max_connections: int = 10_000
+    connections_max_idle_ms: int = 10 * 60 * 1000
+    message_max_bytes: int = 1_048_588
+    shutdown_timeout_ms: int = 10_000
+    """How long a clean shutdown waits for in-flight requests before cutting connections."""
+
+    log_segment_bytes: int = GiB
+    log_retention_ms: int = 7 * _DAY_MS
+    log_retention_bytes: int = -1
+    log_roll_ms: int = 7 * _DAY_MS
+    log_flush_interval_messages: int = _INT64_MAX
+    log_flush_interval_ms: int | None = None
+    """None: flush only by message count and on shutdown (Kafka's default leaves it unset)."""
+    log_retention_check_interval_ms: int = 5 * 60 * 1000
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def listener(self, name: str) -> ListenerConfig:
+        for listener in self.listeners:
+            if listener.name == name:
+                return listener
+        raise KeyError(name)
+
+
+def _check_int(key: str, value: object, lo: int, hi: int = _INT64_MAX) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{key}: {value} is outside [{lo}, {hi}]")
+
+
+def _validate(config: BrokerConfig) -> None:
+    _check_int("node_id", config.node_id, 0, _INT32_MAX)
+    if config.rack is not None and not isinstance(config.rack, str):
+        raise ConfigError(f"rack: expected a string, got {config.rack!r}")
+    if not isinstance(config.data_dir, str) or not config.data_dir:
+        raise ConfigError(f"data_dir: expected a non-empty path, got {config.data_dir!r}")
+    if config.cluster_id is not None and not re.fullmatch(
+        r"[A-Za-z0-9_-]{1,64}", config.cluster_id
+    ):
+        raise ConfigError(
+            f"cluster_id: {config.cluster_id!r} must be 1-64 characters of [A-Za-z0-9_-]"
+        )
+    if not isinstance(config.auto_create_topics_enable, bool):
+        raise ConfigError("auto_create_topics_enable: expected true or false")
+    _check_int("num_partitions", config.num_partitions, 1, 100_000)
+    _check_int("default_replication_factor", config.default_replication_factor, 1, 32_767)
+    _check_int("socket_request_max_bytes", config.socket_request_max_bytes, 1024, _INT32_MAX)
+    _check_int(
+        "max_inflight_requests_per_connection",
+        config.max_inflight_requests_per_connection,
+        1,
+        100_000,
+    )
+    _check_int("max_connections", config.max_connections, 1, 10_000_000)
+    _check_int("connections_max_idle_ms", config.connections_max_idle_ms, 1)
+    _check_int("message_max_bytes", config.message_max_bytes, 0, _INT32_MAX)
+    _check_int("shutdown_timeout_ms", config.shutdown_timeout_ms, 0)
+    _check_int("log_segment_bytes", config.log_segment_bytes, 14, _INT32_MAX)
+    _check_int("log_retention_ms", config.log_retention_ms, -1)
+    _check_int("log_retention_bytes", config.log_retention_bytes, -1)
+    _check_int("log_roll_ms", config.log_roll_ms, 1)
+    _check_int("log_flush_interval_messages", config.log_flush_interval_messages, 1)
+    if config.log_flush_interval_ms is not None:
+        _check_int("log_flush_interval_ms", config.log_flush_interval_ms, 0)
+    _check_int("log_retention_check_interval_ms", config.log_retention_check_interval_ms, 1)
+    if not config.listeners:
+        raise ConfigError("listeners: at least one listener is required")
+    names: set[str] = set()
+    for i, listener in enumerate(config.listeners):
+        _validate_listener(f"listeners[{i}]", listener)
+        if listener.name in names:
+            raise ConfigError(f"listeners[{i}].name: duplicate listener name {listener.name!r}")
+        names.add(listener.name)
+
+
+def _validate_listener(key: str, listener: ListenerConfig) -> None:
+    if not isinstance(listener.name, str) or not _LISTENER_NAME.match(listener.name):
+        raise ConfigError(f"{key}.name: {listener.name!r} must be 1-64 of [A-Za-z0-9_]")
+    if not isinstance(listener.host, str):
+        raise ConfigError(f"{key}.host: expected a string, got {listener.host!r}")
+    _check_int(f"{key}.port", listener.port, 0, 65535)
+    if listener.advertised_port is not None:
+        _check_int(f"{key}.advertised_port", listener.advertised_port, 1, 65535)
+    if listener.advertised_host is not None and (
+        not isinstance(listener.advertised_host, str) or listener.advertised_host in _WILDCARD_HOSTS
+    ):
+        raise ConfigError(
+            f"{key}.advertised_host: {listener.advertised_host!r} is not a connectable host"
+        )
+    if listener.advertised_host is None and listener.host in _WILDCARD_HOSTS:
+        raise ConfigError(
+            f"{key}.advertised_host: required when binding the wildcard address "
+            f"{listener.host!r}, because clients cannot connect to it"
+        )
+    tls = listener.tls
+    if tls is not None:
+        if not isinstance(tls.certfile, str) or not tls.certfile:
+            raise ConfigError(f"{key}.tls.certfile: a PEM certificate file is required")
+        if tls.client_auth not in get_args(ClientAuth):
+            raise ConfigError(
+                f"{key}.tls.client_auth: {tls.client_auth!r} is not one of "
+                f"{', '.join(get_args(ClientAuth))}"
+            )
+        if tls.client_auth == "required" and not tls.cafile:
+            raise ConfigError(f"{key}.tls.cafile: required to verify client certificates")
+
+
+# --- TOML ---------------------------------------------------------------------------------
+
+_BROKER_FIELDS = {f.name: f for f in dataclasses.fields(BrokerConfig)}
+_LISTENER_FIELDS = {f.name: f for f in dataclasses.fields(ListenerConfig)}
+_TLS_FIELDS = {f.name: f for f in dataclasses.fields(TlsConfig)}
+
+
+def load_config(path: str | Path) -> BrokerConfig:
+    """Read a TOML file into a validated `BrokerConfig`; `ConfigError` names the bad key.
+
+    A relative `data_dir` is taken relative to the file's directory, and so are TLS file
+    paths, so a config file works from any working directory.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            document = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return config_from_mapping(document, base_dir=path.parent)
+
+
+def config_from_mapping(
+    document: Mapping[str, Any], *, base_dir: Path | None = None
+) -> BrokerConfig:
+    """Build a `BrokerConfig` from parsed TOML (see the module docstring for the layout)."""
+    flat = _flatten(document, _BROKER_FIELDS, prefix="", keep={"listeners"})
+    values: dict[str, Any] = {}
+    for name, (written, value) in flat.items():
+        if name == "listeners":
+            values[name] = _listeners(written, value, base_dir)
+        elif name == "data_dir" and isinstance(value, str) and base_dir is not None:
+            values[name] = str(base_dir / value) if value else value
+        else:
+            values[name] = value
+    try:
+        return BrokerConfig(**values)
+    except ConfigError as exc:
+        # Validation names fields; say the key the way the file spelled it.
+        message = str(exc)
+        name, sep, rest = message.partition(":")
+        if sep and name in flat:
+            raise ConfigError(f"{flat[name][0]}:{rest}") from None
+        raise
+
+
+def _flatten(
+    table: Mapping[str, Any], fields: Mapping[str, Any], prefix: str, keep: set[str]
+) -> dict[str, tuple[str, Any]]:
+    """Join nested tables' keys with "_" until they name a field; return name -> (as written,
+    value). Raises ConfigError for a key that names no field."""
+    out: dict[str, tuple[str, Any]] = {}
+
+    def walk(sub: Mapping[str, Any], name: str, written: str) -> None:
+        for key, value in sub.items():
+            joined = f"{name}_{key}" if name else key
+            shown = f"{written}.{key}" if written else key
+            joined = joined.replace(".", "_").replace("-", "_")
+            if joined in fields:
+                if joined in out:
+                    raise ConfigError(f"{prefix}{shown}: given twice (as {out[joined][0]})")
+                out[joined] = (prefix + shown, value)
+            elif (
+                isinstance(value, Mapping)
+                and joined not in keep
+                and any(f.startswith(joined + "_") for f in fields)
+            ):
+                walk(value, joined, shown)
+            else:
+                raise ConfigError(f"{prefix}{shown}: unknown configuration key")
+
+    walk(table, "", "")
+    return out
+
+
+def _listeners(written: str, value: Any, base_dir: Path | None) -> tuple[ListenerConfig, ...]:
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise ConfigError(f"{written}: expected an array of tables ([[listeners]])")
+    listeners = []
+    for i, entry in enumerate(value):
+        key = f"{written}[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{key}: expected a table")
+        flat = _flatten(entry, _LISTENER_FIELDS, prefix=key + ".", keep={"tls"})
+        kwargs: dict[str, Any] = {}
+        for name, (shown, v) in flat.items():
+            if name == "tls":
+                kwargs[name] = _tls(shown, v, base_dir)
+            else:
+                kwargs[name] = v
+        listeners.append(ListenerConfig(**kwargs))
+    return tuple(listeners)
+
+
+def _tls(written: str, value: Any, base_dir: Path | None) -> TlsConfig:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{written}: expected a table")
+    flat = _flatten(value, _TLS_FIELDS, prefix=written + ".", keep=set())
+    kwargs: dict[str, Any] = {}
+    for name, (shown, v) in flat.items():
+        if name in ("certfile", "keyfile", "cafile"):
+            if not isinstance(v, str) or not v:
+                raise ConfigError(f"{shown}: expected a file path")
+            kwargs[name] = str(base_dir / v) if base_dir is not None else v
+        else:
+            kwargs[name] = v
+    if "certfile" not in kwargs:
+        raise ConfigError(f"{written}.certfile: a PEM certificate file is required")
+    return TlsConfig(**kwargs)

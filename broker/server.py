@@ -1,0 +1,241 @@
+"""The broker: storage, metadata, listeners and connections under one trio nursery.
+
+    broker = Broker(config, network=TcpNetwork(), fs=OsFileSystem(), now_ms=wall_clock_ms,
+                    random=random.Random())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(broker.serve)      # returns once every listener is bound
+        host, port = broker.bound_addresses["PLAINTEXT"]
+        ...
+        broker.request_shutdown()              # serve() returns after a clean shutdown
+
+Everything outside the process is reached through the injected objects, so the same broker
+runs over `MemoryNetwork` + `MemoryFileSystem` with a seeded `random.Random` and a fake
+clock in tests and simulations.
+
+Lifecycle of `serve`:
+1. startup (synchronous): meta.properties (cluster id), log directory recovery, topics;
+2. listeners bound, this node registered in the `Cluster` with its advertised endpoints,
+   background services started (`_run_background_services`), `task_status.started()`;
+3. on `request_shutdown()`: stop accepting and stop background services; every connection
+   stops reading and finishes the requests it has (bounded by `shutdown_timeout_ms`); then
+   logs are flushed, checkpoints written and files closed. Cancelling `serve` from outside
+   skips the draining but still closes storage.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import random as random_module
+import time
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from broker.cluster import BrokerNode, Cluster, Endpoint
+from broker.config import BrokerConfig, ListenerConfig
+from broker.connection import Connection
+from broker.handlers import ROUTES
+from broker.network import Network, server_ssl_context, stream_peer
+from broker.router import Router
+from broker.topics import TopicManager, load_cluster_identity
+from storage.filesystem import FileSystem
+
+log = logging.getLogger(__name__)
+
+
+class Broker:
+    """One tidelog broker node (see module docstring)."""
+
+    def __init__(
+        self,
+        config: BrokerConfig,
+        *,
+        network: Network,
+        fs: FileSystem,
+        now_ms: Callable[[], int],
+        random: random_module.Random,
+        router: Router | None = None,
+    ) -> None:
+        self.config = config
+        self.network = network
+        self.fs = fs
+        self.now_ms = now_ms
+        """Wall-clock milliseconds, for record timestamps and time-based retention."""
+        self.random = random
+        self.router = router if router is not None else Router(ROUTES)
+        self.bound_addresses: dict[str, tuple[str, int]] = {}
+        """Listener name -> (bind host, bound port), filled before `serve` reports started."""
+        self._cluster: Cluster | None = None
+        self._topics: TopicManager | None = None
+        self._shutdown_requested = trio.Event()
+        self._stopping = False
+        self._connections: set[Connection] = set()
+        self._connection_ended = trio.Event()
+        self._connection_numbers = itertools.count()
+
+    # -- what handlers use
+
+    @property
+    def cluster(self) -> Cluster:
+        if self._cluster is None:
+            raise RuntimeError("the broker has not started")
+        return self._cluster
+
+    @property
+    def topics(self) -> TopicManager:
+        if self._topics is None:
+            raise RuntimeError("the broker has not started")
+        return self._topics
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    # -- lifecycle
+
+    def request_shutdown(self) -> None:
+        """Begin a clean shutdown; `serve` returns when it is done. Idempotent."""
+        self._shutdown_requested.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the broker until `request_shutdown()` (see module docstring)."""
+        self._start_storage()
+        try:
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as services:
+                    await self._start_listeners(services, connections)
+                    self._register_self()
+                    for service in self._background_services():
+                        services.start_soon(service)
+                    log.info(
+                        "broker %d of cluster %s listening on %s",
+                        self.config.node_id,
+                        self.cluster.cluster_id,
+                        ", ".join(
+                            f"{name} {host}:{port}"
+                            for name, (host, port) in self.bound_addresses.items()
+                        ),
+                    )
+                    task_status.started()
+                    await self._shutdown_requested.wait()
+                    log.info("shutting down: no new connections")
+                    self._stopping = True
+                    services.cancel_scope.cancel()
+                await self._drain_connections()
+                connections.cancel_scope.cancel()
+        finally:
+            self._stopping = True
+            self._close_storage()
+        log.info("broker %d stopped", self.config.node_id)
+
+    def _start_storage(self) -> None:
+        config = self.config
+        cluster_id = load_cluster_identity(self.fs, config.data_dir, config, self.random)
+        self._cluster = Cluster(cluster_id, controller_id=config.node_id)
+        # The node registers before topics load so that replica placement can see it; its
+        # endpoints are filled in once the listeners are bound.
+        self._cluster.put_broker(BrokerNode(config.node_id, (), config.rack))
+        self._topics = TopicManager.open(
+            config=config, fs=self.fs, cluster=self._cluster, rng=self.random, now_ms=self.now_ms
+        )
+
+    def _close_storage(self) -> None:
+        if self._topics is not None:
+            self._topics.close()
+
+    async def _start_listeners(self, services: trio.Nursery, connections: trio.Nursery) -> None:
+        for listener in self.config.listeners:
+            context = server_ssl_context(listener.tls) if listener.tls is not None else None
+            handler = functools.partial(self._on_connection, listener)
+            port: int = await services.start(
+                functools.partial(
+                    self.network.serve_tcp,
+                    handler,
+                    listener.host,
+                    listener.port,
+                    ssl_context=context,
+                    handler_nursery=connections,
+                )
+            )
+            self.bound_addresses[listener.name] = (listener.host, port)
+
+    def advertised_endpoints(self) -> tuple[Endpoint, ...]:
+        """Where clients reach this broker, per listener in config order (once serving)."""
+        return tuple(
+            Endpoint(
+                listener.name,
+                listener.advertised_host or listener.host,
+                listener.advertised_port or self.bound_addresses[listener.name][1],
+            )
+            for listener in self.config.listeners
+        )
+
+    def _register_self(self) -> None:
+        node = BrokerNode(self.config.node_id, self.advertised_endpoints(), self.config.rack)
+        self.cluster.put_broker(node)
+
+    def _background_services(self) -> list[Callable[[], Awaitable[None]]]:
+        """The broker's periodic services: each runs until cancelled at shutdown, after the
+        listeners are up. Retention (every `log_retention_check_interval_ms`) and flush
+        (`log_flush_interval_ms`) tickers go here; they reach the logs through
+        `self.topics.logs()` and must run blocking storage calls off the event loop only
+        where the storage layer allows it (`PartitionLog.flush`)."""
+        return []
+
+    async def _drain_connections(self) -> None:
+        for connection in list(self._connections):
+            connection.stop_reading()
+        with trio.move_on_after(self.config.shutdown_timeout_ms / 1000) as scope:
+            while self._connections:
+                self._connection_ended = trio.Event()
+                await self._connection_ended.wait()
+        if scope.cancelled_caught:
+            log.warning(
+                "shutdown: %d connections still busy after %d ms; closing them",
+                len(self._connections),
+                self.config.shutdown_timeout_ms,
+            )
+
+    async def _on_connection(self, listener: ListenerConfig, stream: trio.abc.Stream) -> None:
+        if self._stopping:
+            return
+        if len(self._connections) >= self.config.max_connections:
+            log.warning(
+                "refusing a connection on %s: max_connections (%d) reached",
+                listener.name,
+                self.config.max_connections,
+            )
+            return
+        try:
+            peer = stream_peer(stream)
+        except OSError:  # the peer left before we asked who it is
+            return
+        connection = Connection(
+            stream,
+            connection_number=next(self._connection_numbers),
+            listener_name=listener.name,
+            local=self.bound_addresses[listener.name],
+            peer=peer,
+            router=self.router,
+            broker=self,
+            max_frame_bytes=self.config.socket_request_max_bytes,
+            max_inflight=self.config.max_inflight_requests_per_connection,
+            idle_timeout_ms=self.config.connections_max_idle_ms,
+        )
+        self._connections.add(connection)
+        try:
+            await connection.serve()
+        except Exception:
+            # Connection.serve handles the peer's faults itself; anything else is our bug,
+            # which must not take the other connections down with it.
+            log.exception("%s: connection failed", connection.info.connection_id)
+        finally:
+            self._connections.discard(connection)
+            self._connection_ended.set()
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the Unix epoch, the `now_ms` a production broker uses."""
+    return time.time_ns() // 1_000_000
