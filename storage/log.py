@@ -24,7 +24,6 @@ checkpoint, then advances the recovery point. Operations that remove data (`trun
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import logging
 import posixpath
 import struct
@@ -113,7 +112,7 @@ class AppendInfo:
         if self._batches is None:
             epoch = self._leader_epoch
             self._batches = [
-                dataclasses.replace(header, base_offset=offset, partition_leader_epoch=epoch)
+                header._replace(base_offset=offset, partition_leader_epoch=epoch)
                 for header, offset in self._unassigned or ()
             ]
         return self._batches

@@ -48,6 +48,7 @@ import enum
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from crc32c import crc32c
 
@@ -98,9 +99,11 @@ class TimestampType(enum.IntEnum):
     LOG_APPEND_TIME = 1
 
 
-@dataclass(frozen=True, slots=True)
-class BatchHeader:
-    """The 61 fixed bytes at the start of a batch, as read; nothing here is validated."""
+class BatchHeader(NamedTuple):
+    """The 61 fixed bytes at the start of a batch, as read; nothing here is validated.
+
+    A NamedTuple rather than a frozen dataclass: it is built once per batch on the
+    broker's append path, and tuple construction is several times cheaper."""
 
     base_offset: int
     batch_length: int
@@ -174,7 +177,7 @@ def parse_batch_header(buf: Buffer, pos: int = 0) -> BatchHeader:
             f"record batch header needs {BATCH_HEADER_BYTES} bytes at position {pos}, "
             f"{max(available, 0)} remain"
         )
-    header = BatchHeader(*_HEADER.unpack_from(buf, pos))
+    header = BatchHeader._make(_HEADER.unpack_from(buf, pos))
     _check_magic(header.magic, pos)
     if header.batch_length < BATCH_LENGTH_MIN:
         raise CorruptMessageError(
