@@ -40,7 +40,11 @@ from broker.handlers import ROUTES
 from broker.network import Network, server_ssl_context, stream_peer
 from broker.router import Router
 from broker.topics import TopicManager, load_cluster_identity
+from storage.errors import StorageError
 from storage.filesystem import FileSystem
+
+FLUSH_CHECK_INTERVAL_MS = 1000
+"""How often the flush ticker looks at the logs' flush policies."""
 
 log = logging.getLogger(__name__)
 
@@ -178,11 +182,54 @@ class Broker:
 
     def _background_services(self) -> list[Callable[[], Awaitable[None]]]:
         """The broker's periodic services: each runs until cancelled at shutdown, after the
-        listeners are up. Retention (every `log_retention_check_interval_ms`) and flush
-        (`log_flush_interval_ms`) tickers go here; they reach the logs through
-        `self.topics.logs()` and must run blocking storage calls off the event loop only
-        where the storage layer allows it (`PartitionLog.flush`)."""
-        return []
+        listeners are up."""
+        return [self._run_retention, self._run_flush]
+
+    async def _run_retention(self) -> None:
+        """Every `log_retention_check_interval_ms`, delete expired segments of every log."""
+        while True:
+            await trio.sleep(self.config.log_retention_check_interval_ms / 1000)
+            self.enforce_retention()
+
+    def enforce_retention(self) -> int:
+        """Apply every log's retention.ms / retention.bytes now; return segments deleted.
+
+        Runs on the event loop: the storage layer allows only flush and checkpoint in a worker
+        thread, and deleting whole segments costs one directory fsync at most."""
+        now_ms = self.now_ms()
+        deleted = 0
+        for key, partition_log in list(self.topics.logs()):
+            try:
+                deleted += partition_log.enforce_retention(now_ms)
+            except StorageError as exc:  # one failed log must not stop the others or the broker
+                log.error("retention of %s-%d failed: %s", *key, exc)
+        return deleted
+
+    async def _run_flush(self) -> None:
+        """Check the flush policy (`flush.ms`, `flush.messages`) of every log once a second,
+        or more often when `log_flush_interval_ms` asks for it."""
+        interval_ms = min(
+            FLUSH_CHECK_INTERVAL_MS, self.config.log_flush_interval_ms or FLUSH_CHECK_INTERVAL_MS
+        )
+        while True:
+            await trio.sleep(interval_ms / 1000)
+            await self.flush_due_logs()
+
+    async def flush_due_logs(self) -> int:
+        """fsync, in a worker thread, every log whose flush policy is due, then write the
+        recovery-point checkpoint; return how many logs were flushed."""
+        now_ms = self.now_ms()
+        due = [(key, plog) for key, plog in list(self.topics.logs()) if plog.flush_due(now_ms)]
+        flushed = 0
+        for key, partition_log in due:
+            try:
+                await trio.to_thread.run_sync(partition_log.flush)
+                flushed += 1
+            except StorageError as exc:  # the log is offline; it reports itself
+                log.error("flush of %s-%d failed: %s", *key, exc)
+        if flushed:
+            await trio.to_thread.run_sync(self.topics.log_directory.checkpoint)
+        return flushed
 
     async def _drain_connections(self) -> None:
         for connection in list(self._connections):
