@@ -36,7 +36,7 @@ def fetch_router(fs: FileSystem, path: str, length: int) -> Router:
             ]
         }
 
-    return Router([*ROUTES, route(FETCH, "4-4", fetch)])
+    return Router([*(r for r in ROUTES if r.key != FETCH), route(FETCH, "4-4", fetch)])
 
 
 def write_file(fs: FileSystem, path: str) -> bytes:

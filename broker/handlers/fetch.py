@@ -1,0 +1,145 @@
+"""Fetch (1): read record batches from partition logs, with long polling.
+
+- Each partition is read from its fetch offset up to the high watermark (the log end offset
+  on a single node) and at most PartitionMaxBytes; the whole response stays within MaxBytes,
+  except that the first non-empty partition gets at least one whole batch (KIP-74).
+- An offset outside [log start offset, log end offset] is OFFSET_OUT_OF_RANGE; an unknown
+  topic or partition UNKNOWN_TOPIC_OR_PARTITION; a failed log KAFKA_STORAGE_ERROR.
+- Long poll: while fewer than MinBytes are available (and no partition has an error), the
+  request waits for an append to one of its partitions, at most MaxWaitMs.
+- Fetch sessions are declined (session id 0): clients then send full fetches. Without
+  transactions LastStableOffset = HighWatermark and AbortedTransactions is empty.
+- Records are `FileRange`s, sent by the connection with sendfile.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from broker.data_path import DataPath, PartitionKey
+from broker.router import RequestContext
+from client.protocol.errors import ErrorCode
+from client.protocol.schema import Message
+from storage.errors import StorageError
+from storage.log import PartitionLog
+
+NO_PREFERRED_READ_REPLICA = -1
+NO_LEADER_EPOCH = -1
+
+
+async def handle(ctx: RequestContext, request: Message) -> Message:
+    data_path = DataPath.of(ctx.broker)
+    deadline = trio.current_time() + max(request["max_wait_ms"], 0) / 1000
+    keys: list[PartitionKey] = [
+        (topic["topic"], partition["partition"])
+        for topic in request["topics"]
+        for partition in topic["partitions"]
+    ]
+    responses, ready = _read_all(ctx, request)
+    # Bounded by the deadline: each turn ends with an append or at the deadline. Reading
+    # and registering the watch happen with no checkpoint between them, so no append is
+    # missed.
+    while not ready and trio.current_time() < deadline:
+        with data_path.watch_appends(keys) as appended, trio.move_on_at(deadline):
+            await appended.wait()
+        responses, ready = _read_all(ctx, request)
+    return {
+        "throttle_time_ms": 0,
+        "error_code": int(ErrorCode.NONE),
+        "session_id": 0,
+        "responses": responses,
+    }
+
+
+def _read_all(ctx: RequestContext, request: Message) -> tuple[list[Message], bool]:
+    """(topic responses, whether to answer now: MinBytes reached or a partition failed)."""
+    remaining_bytes: int = request["max_bytes"]
+    total_bytes = 0
+    has_error = False
+    responses = []
+    for topic in request["topics"]:
+        name: str = topic["topic"]
+        partitions = []
+        for fetch in topic["partitions"]:
+            entry = _read_partition(ctx, name, fetch, remaining_bytes, first=total_bytes == 0)
+            records = entry["records"]
+            if records is not None:
+                total_bytes += records.nbytes
+                remaining_bytes -= records.nbytes
+            has_error |= entry["error_code"] != ErrorCode.NONE
+            partitions.append(entry)
+        responses.append({"topic": name, "partitions": partitions})
+    return responses, has_error or total_bytes >= request["min_bytes"]
+
+
+def _read_partition(
+    ctx: RequestContext, topic: str, fetch: Message, remaining_bytes: int, *, first: bool
+) -> Message:
+    index: int = fetch["partition"]
+    metadata = ctx.broker.cluster.topic(topic)
+    partition = metadata.partition(index) if metadata is not None else None
+    partition_log = ctx.broker.topics.log(topic, index)
+    if partition is None or partition_log is None:
+        return _partition_error(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+    requested_epoch: int = fetch["current_leader_epoch"]
+    if requested_epoch != NO_LEADER_EPOCH and requested_epoch != partition.leader_epoch:
+        code = (
+            ErrorCode.FENCED_LEADER_EPOCH
+            if requested_epoch < partition.leader_epoch
+            else ErrorCode.UNKNOWN_LEADER_EPOCH
+        )
+        return _partition_error(index, code)
+    try:
+        high_watermark = partition_log.log_end_offset
+        log_start_offset = partition_log.log_start_offset
+        max_bytes = min(fetch["partition_max_bytes"], max(remaining_bytes, 0))
+        records = partition_log.read(
+            fetch["fetch_offset"], max_bytes, max_offset=high_watermark, min_one_batch=first
+        )
+    except StorageError as exc:
+        return _partition_error(index, exc.error_code, high_watermark_of=partition_log)
+    return {
+        "partition_index": index,
+        "error_code": int(ErrorCode.NONE),
+        "high_watermark": high_watermark,
+        "last_stable_offset": high_watermark,
+        "log_start_offset": log_start_offset,
+        "aborted_transactions": [],
+        "preferred_read_replica": NO_PREFERRED_READ_REPLICA,
+        "records": records,
+    }
+
+
+def _partition_error(
+    index: int, code: ErrorCode, *, high_watermark_of: PartitionLog | None = None
+) -> Message:
+    high_watermark = log_start_offset = -1
+    if high_watermark_of is not None and code != ErrorCode.KAFKA_STORAGE_ERROR:
+        high_watermark = high_watermark_of.log_end_offset
+        log_start_offset = high_watermark_of.log_start_offset
+    return {
+        "partition_index": index,
+        "error_code": int(code),
+        "high_watermark": high_watermark,
+        "last_stable_offset": high_watermark,
+        "log_start_offset": log_start_offset,
+        "aborted_transactions": None,
+        "preferred_read_replica": NO_PREFERRED_READ_REPLICA,
+        "records": None,
+    }
+
+
+def error_response(request: Message, version: int, code: ErrorCode) -> Message:
+    """Every requested partition with `code`."""
+    return {
+        "throttle_time_ms": 0,
+        "error_code": int(ErrorCode.NONE),
+        "session_id": 0,
+        "responses": [
+            {
+                "topic": topic["topic"],
+                "partitions": [_partition_error(p["partition"], code) for p in topic["partitions"]],
+            }
+            for topic in request["topics"]
+        ],
+    }

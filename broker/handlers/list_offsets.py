@@ -1,0 +1,121 @@
+"""ListOffsets (2): offsets by timestamp.
+
+Timestamp -2 is the log start offset, -1 the log end offset (the high watermark, which on a
+single node without transactions is also the last stable offset), -3 (v7+) the offset of the
+record with the largest timestamp; any other timestamp the first offset whose record
+timestamp is at or after it, or -1 with timestamp -1 when there is none. Answers carry the
+partition's leader epoch (v4+).
+"""
+
+from __future__ import annotations
+
+from broker.router import RequestContext
+from client.protocol.errors import ErrorCode
+from client.protocol.schema import Message
+from storage.errors import StorageError
+from storage.log import PartitionLog
+
+EARLIEST_TIMESTAMP = -2
+LATEST_TIMESTAMP = -1
+MAX_TIMESTAMP = -3
+NO_LEADER_EPOCH = -1
+NO_TIMESTAMP = -1
+NO_OFFSET = -1
+
+
+async def handle(ctx: RequestContext, request: Message) -> Message:
+    topics = []
+    for topic in request["topics"]:
+        name: str = topic["name"]
+        topics.append(
+            {
+                "name": name,
+                "partitions": [_list_partition(ctx, name, p) for p in topic["partitions"]],
+            }
+        )
+    return {"throttle_time_ms": 0, "topics": topics}
+
+
+def _list_partition(ctx: RequestContext, topic: str, request: Message) -> Message:
+    index: int = request["partition_index"]
+    metadata = ctx.broker.cluster.topic(topic)
+    partition = metadata.partition(index) if metadata is not None else None
+    partition_log = ctx.broker.topics.log(topic, index)
+    if partition is None or partition_log is None:
+        return _partition_error(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+    requested_epoch: int = request["current_leader_epoch"]
+    if requested_epoch != NO_LEADER_EPOCH and requested_epoch != partition.leader_epoch:
+        code = (
+            ErrorCode.FENCED_LEADER_EPOCH
+            if requested_epoch < partition.leader_epoch
+            else ErrorCode.UNKNOWN_LEADER_EPOCH
+        )
+        return _partition_error(index, code)
+    try:
+        timestamp, offset = _lookup(partition_log, request["timestamp"])
+    except StorageError as exc:
+        return _partition_error(index, exc.error_code)
+    return {
+        "partition_index": index,
+        "error_code": int(ErrorCode.NONE),
+        "timestamp": timestamp,
+        "offset": offset,
+        "leader_epoch": partition.leader_epoch if offset != NO_OFFSET else NO_LEADER_EPOCH,
+    }
+
+
+def _lookup(partition_log: PartitionLog, timestamp_ms: int) -> tuple[int, int]:
+    """(timestamp, offset) answering `timestamp_ms` (see module docstring)."""
+    if timestamp_ms == EARLIEST_TIMESTAMP:
+        return NO_TIMESTAMP, partition_log.log_start_offset
+    if timestamp_ms == LATEST_TIMESTAMP:
+        return NO_TIMESTAMP, partition_log.log_end_offset
+    if timestamp_ms == MAX_TIMESTAMP:
+        return _max_timestamp(partition_log)
+    found = partition_log.offset_for_timestamp(timestamp_ms)
+    if found is None:
+        return NO_TIMESTAMP, NO_OFFSET
+    offset, timestamp = found
+    return timestamp, offset
+
+
+def _max_timestamp(partition_log: PartitionLog) -> tuple[int, int]:
+    best_timestamp = NO_TIMESTAMP
+    best_offset = NO_OFFSET
+    for header in partition_log.batches_from(partition_log.log_start_offset):
+        if header.max_timestamp > best_timestamp:
+            best_timestamp = header.max_timestamp
+            best_offset = header.base_offset
+    if best_offset == NO_OFFSET:
+        return NO_TIMESTAMP, NO_OFFSET
+    # The batch holds the record; pick it exactly through the timestamp index lookup.
+    found = partition_log.offset_for_timestamp(best_timestamp)
+    if found is None:
+        return best_timestamp, max(best_offset, partition_log.log_start_offset)
+    return found[1], found[0]
+
+
+def _partition_error(index: int, code: ErrorCode) -> Message:
+    return {
+        "partition_index": index,
+        "error_code": int(code),
+        "timestamp": NO_TIMESTAMP,
+        "offset": NO_OFFSET,
+        "leader_epoch": NO_LEADER_EPOCH,
+    }
+
+
+def error_response(request: Message, version: int, code: ErrorCode) -> Message:
+    """Every requested partition with `code`."""
+    return {
+        "throttle_time_ms": 0,
+        "topics": [
+            {
+                "name": topic["name"],
+                "partitions": [
+                    _partition_error(p["partition_index"], code) for p in topic["partitions"]
+                ],
+            }
+            for topic in request["topics"]
+        ],
+    }
