@@ -213,14 +213,6 @@ async def test_librdkafka_produce_then_consume(
             p: list(range(RECORDS_PER_RUN // PARTITIONS)) for p in range(PARTITIONS)
         }
 
-    producer_ids = set()
-    for p in range(PARTITIONS):
-        partition_log = broker.broker.topics.log(topic, p)
-        assert partition_log is not None
-        producer_ids |= {h.producer_id for h in partition_log.batches_from(0)}
-    # An idempotent producer's batches carry the id InitProducerId gave it.
-    assert (-1 not in producer_ids) == bool(config.get("enable.idempotence"))
-
     with trio.fail_after(CLIENT_TIMEOUT_S):
         received = await trio.to_thread.run_sync(
             consume_with_librdkafka, broker.bootstrap, topic, RECORDS_PER_RUN
@@ -239,6 +231,15 @@ async def test_librdkafka_produce_then_consume(
     for p in range(PARTITIONS):
         offsets = [o for partition, o, *_ in received if partition == p]
         assert offsets == sorted(offsets), "records of a partition arrive in order"
+
+    # Checked after consuming: with acks=0 the delivery reports precede the appends.
+    producer_ids = set()
+    for p in range(PARTITIONS):
+        partition_log = broker.broker.topics.log(topic, p)
+        assert partition_log is not None
+        producer_ids |= {h.producer_id for h in partition_log.batches_from(0)}
+    # An idempotent producer's batches carry the id InitProducerId gave it.
+    assert (-1 not in producer_ids) == bool(config.get("enable.idempotence"))
 
 
 # -- raw wire
