@@ -36,7 +36,8 @@ unit: $(DEV_STAMP)
 test: lint typecheck unit
 
 bench: $(DEV_STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench.codec
+	$(BIN)/python -m bench.storage
 
 clean:
 	rm -rf $(VENV) tidelog-data
