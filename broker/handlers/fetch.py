@@ -51,6 +51,11 @@ async def handle(ctx: RequestContext, request: Message) -> Message:
     }
 
 
+EMPTY_RECORDS = b""
+"""Sent where a partition has nothing to return: an empty record set, never null, which
+librdkafka rejects ("invalid MessageSetSize -1"), as Kafka itself never sends null."""
+
+
 def _read_all(ctx: RequestContext, request: Message) -> tuple[list[Message], bool]:
     """(topic responses, whether to answer now: MinBytes reached or a partition failed)."""
     remaining_bytes: int = request["max_bytes"]
@@ -63,7 +68,7 @@ def _read_all(ctx: RequestContext, request: Message) -> tuple[list[Message], boo
         for fetch in topic["partitions"]:
             entry = _read_partition(ctx, name, fetch, remaining_bytes, first=total_bytes == 0)
             records = entry["records"]
-            if records is not None:
+            if records is not EMPTY_RECORDS:
                 total_bytes += records.nbytes
                 remaining_bytes -= records.nbytes
             has_error |= entry["error_code"] != ErrorCode.NONE
@@ -106,7 +111,7 @@ def _read_partition(
         "log_start_offset": log_start_offset,
         "aborted_transactions": [],
         "preferred_read_replica": NO_PREFERRED_READ_REPLICA,
-        "records": records,
+        "records": EMPTY_RECORDS if records is None else records,
     }
 
 
@@ -125,7 +130,7 @@ def _partition_error(
         "log_start_offset": log_start_offset,
         "aborted_transactions": None,
         "preferred_read_replica": NO_PREFERRED_READ_REPLICA,
-        "records": None,
+        "records": EMPTY_RECORDS,
     }
 
 
