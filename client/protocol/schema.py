@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import struct
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -384,10 +383,4 @@ def _decode(codec: StructCodec, r: Reader, api: str, kind: str) -> Message:
     try:
         return codec.decode_from(r)
     except (struct.error, IndexError, ValueError) as exc:
-        if isinstance(exc, CorruptMessageError):
-            raise
         raise CorruptMessageError(f"malformed {api} {kind}: {exc}") from None
-
-
-def uuid_from_str(text: str) -> uuid.UUID:
-    return uuid.UUID(text)
