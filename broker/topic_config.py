@@ -8,6 +8,7 @@ A topic stores only its overrides (name -> string value, as CreateTopics sends t
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -19,6 +20,18 @@ class InvalidTopicConfigError(ValueError):
     """A topic config name or value this broker does not accept."""
 
 
+class ConfigType(enum.IntEnum):
+    """DescribeConfigs' ConfigType (v3+)."""
+
+    BOOLEAN = 1
+    STRING = 2
+    INT = 3
+    SHORT = 4
+    LONG = 5
+    DOUBLE = 6
+    LIST = 7
+
+
 @dataclass(frozen=True, slots=True)
 class TopicConfigDef:
     """One topic config: how to parse its value, and its default from the broker config."""
@@ -28,6 +41,10 @@ class TopicConfigDef:
     default: Callable[[BrokerConfig], object]
     log_field: str | None
     """The `LogConfig` field it sets, or None for a config the broker reads elsewhere."""
+    config_type: ConfigType
+    broker_field: str | None
+    """The `BrokerConfig` field that supplies the default (its synonym), if any."""
+    doc: str
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str], object]:
@@ -71,36 +88,58 @@ def _boolean_false_only(text: str) -> object:
     return False
 
 
+_INT, _LONG, _STRING, _BOOLEAN, _LIST = (
+    ConfigType.INT, ConfigType.LONG, ConfigType.STRING, ConfigType.BOOLEAN, ConfigType.LIST
+)
+
 TOPIC_CONFIGS: dict[str, TopicConfigDef] = {
     d.name: d
     for d in (
         TopicConfigDef("segment.bytes", _int_in(14, INT32_MAX), lambda c: c.log_segment_bytes,
-                       "segment_bytes"),
+                       "segment_bytes", _INT, "log_segment_bytes",
+                       "Roll to a new segment file once the active one reaches this size."),
         TopicConfigDef("segment.ms", _int_in(1, INT64_MAX), lambda c: c.log_roll_ms,
-                       "segment_ms"),
+                       "segment_ms", _LONG, "log_roll_ms",
+                       "Roll to a new segment once the active one is this old."),
         TopicConfigDef("retention.ms", _int_in(-1, INT64_MAX), lambda c: c.log_retention_ms,
-                       "retention_ms"),
+                       "retention_ms", _LONG, "log_retention_ms",
+                       "Delete segments whose newest record is older than this; -1 keeps all."),
         TopicConfigDef("retention.bytes", _int_in(-1, INT64_MAX),
-                       lambda c: c.log_retention_bytes, "retention_bytes"),
+                       lambda c: c.log_retention_bytes, "retention_bytes", _LONG,
+                       "log_retention_bytes",
+                       "Delete the oldest segments while a partition is larger; -1: no limit."),
         TopicConfigDef("flush.messages", _int_in(1, INT64_MAX),
-                       lambda c: c.log_flush_interval_messages, "flush_messages"),
-        TopicConfigDef("flush.ms", _int_in(0, INT64_MAX), lambda c: c.log_flush_interval_ms,
-                       "flush_ms"),
+                       lambda c: c.log_flush_interval_messages, "flush_messages", _LONG,
+                       "log_flush_interval_messages",
+                       "fsync a partition after this many unflushed records."),
+        TopicConfigDef("flush.ms", _int_in(0, INT64_MAX),
+                       lambda c: c.log_flush_interval_ms, "flush_ms", _LONG,
+                       "log_flush_interval_ms",
+                       "fsync a partition once unflushed records are this old."),
         TopicConfigDef("max.message.bytes", _int_in(0, INT32_MAX),
-                       lambda c: c.message_max_bytes, "max_message_bytes"),
+                       lambda c: c.message_max_bytes, "max_message_bytes", _INT,
+                       "message_max_bytes",
+                       "The largest record batch the topic accepts, in bytes."),
         TopicConfigDef("index.interval.bytes", _int_in(0, INT32_MAX), lambda c: 4096,
-                       "index_interval_bytes"),
+                       "index_interval_bytes", _INT, None,
+                       "Log bytes between two offset index entries."),
         TopicConfigDef("message.timestamp.type", _timestamp_type,
-                       lambda c: TimestampType.CREATE_TIME, "message_timestamp_type"),
+                       lambda c: TimestampType.CREATE_TIME, "message_timestamp_type", _STRING,
+                       None, "CreateTime keeps the producer's timestamps; LogAppendTime "
+                       "stamps batches with the broker's clock."),
         TopicConfigDef("cleanup.policy",
                        _one_of("delete", why="log compaction is not supported"),
-                       lambda c: "delete", None),
+                       lambda c: "delete", None, _LIST, None,
+                       "delete: old segments are removed by retention time and size."),
         TopicConfigDef("compression.type",
                        _one_of("producer", why="the broker keeps batches as produced"),
-                       lambda c: "producer", None),
-        TopicConfigDef("min.insync.replicas", _int_in(1, 32_767), lambda c: 1, None),
+                       lambda c: "producer", None, _STRING, None,
+                       "producer: batches are stored compressed as the producer sent them."),
+        TopicConfigDef("min.insync.replicas", _int_in(1, 32_767), lambda c: 1, None, _INT,
+                       None, "In-sync replicas an acks=all produce needs."),
         TopicConfigDef("unclean.leader.election.enable", _boolean_false_only,
-                       lambda c: False, None),
+                       lambda c: False, None, _BOOLEAN, None,
+                       "Always false: an out-of-sync replica never becomes leader."),
     )
 }  # fmt: skip
 
@@ -129,6 +168,17 @@ def topic_config_value(
     definition = TOPIC_CONFIGS[name]
     text = overrides.get(name)
     return definition.parse(text) if text is not None else definition.default(broker_config)
+
+
+def format_config_value(value: object) -> str | None:
+    """A parsed config value as Kafka shows it (None: unset)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    return str(value)
 
 
 def log_config(broker_config: BrokerConfig, overrides: Mapping[str, str]) -> LogConfig:

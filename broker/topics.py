@@ -25,13 +25,14 @@ point a restart finds either no topic or the whole topic (its missing logs are c
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import posixpath
 import random
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -272,14 +273,18 @@ class TopicManager:
         num_partitions: int = -1,
         replication_factor: int = -1,
         configs: Mapping[str, str | None] | None = None,
+        assignments: Sequence[Sequence[int]] | None = None,
         validate_only: bool = False,
     ) -> TopicMetadata:
         """Create a topic; -1 takes the broker default for partitions / replication factor.
 
+        `assignments` places the replicas by hand (`assignments[p]` lists partition p's
+        broker ids, the first is the preferred leader); it replaces both counts.
         Raises TopicError: INVALID_TOPIC_EXCEPTION, TOPIC_ALREADY_EXISTS,
-        INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR, INVALID_CONFIG. With
-        `validate_only` nothing is written and the would-be topic is returned.
-        Storage failures propagate as OSError (the caller answers KAFKA_STORAGE_ERROR).
+        INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR, INVALID_REPLICA_ASSIGNMENT,
+        INVALID_CONFIG. With `validate_only` nothing is written and the would-be topic is
+        returned. Storage failures propagate as OSError (the caller answers
+        KAFKA_STORAGE_ERROR).
         """
         validate_topic_name(name)
         if self._cluster.topic(name) is not None:
@@ -291,6 +296,11 @@ class TopicManager:
                 f"topic {name!r} collides with existing topic {colliding!r} ('.' and '_' "
                 f"are the same in metric names)",
             )
+        brokers = [b.node_id for b in self._cluster.brokers()]
+        if assignments is not None:
+            placement = _manual_placement(assignments, brokers)
+            num_partitions = len(placement)
+            replication_factor = len(placement[0].replicas) if placement else 0
         partitions = self.config.num_partitions if num_partitions == -1 else num_partitions
         if not 1 <= partitions <= MAX_PARTITIONS_PER_TOPIC:
             raise TopicError(
@@ -303,7 +313,6 @@ class TopicManager:
             if replication_factor == -1
             else replication_factor
         )
-        brokers = [b.node_id for b in self._cluster.brokers()]
         if factor < 1 or factor > len(brokers):
             raise TopicError(
                 ErrorCode.INVALID_REPLICATION_FACTOR,
@@ -318,15 +327,15 @@ class TopicManager:
         topic = TopicMetadata(
             name=name,
             topic_id=self._new_topic_id(),
-            partitions=self._assign(partitions, factor, brokers),
+            partitions=(
+                placement if assignments is not None else self._assign(partitions, factor, brokers)
+            ),
             is_internal=name in INTERNAL_TOPICS,
             configs=MappingProxyType(overrides),
         )
         if validate_only:
             return topic
-        write_atomic(self._fs, self._topic_path(name), _encode_topic(topic))
-        self._open_logs(topic)
-        self._publish(topic)
+        self._persist(topic)
         log.info(
             "created topic %s (%s) with %d partitions, replication factor %d",
             name,
@@ -342,9 +351,7 @@ class TopicManager:
         The metadata file goes first: after a crash midway the remaining logs are strays,
         which `open` deletes.
         """
-        topic = self._cluster.topic(name)
-        if topic is None:
-            raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
+        topic = self._existing(name)
         self._fs.remove(self._topic_path(name))
         self._fs.fsync_dir(self.config.data_dir)
         self._cluster.remove_topic(name)
@@ -354,6 +361,73 @@ class TopicManager:
         log.info("deleted topic %s (%s)", name, topic.topic_id)
         return topic
 
+    def create_partitions(
+        self, name: str, count: int, *, validate_only: bool = False
+    ) -> TopicMetadata:
+        """Grow topic `name` to `count` partitions (never shrink); returns the new metadata.
+
+        Raises TopicError: UNKNOWN_TOPIC_OR_PARTITION, INVALID_PARTITIONS. The topic file is
+        rewritten before the new logs are created (see `create_topic` for why).
+        """
+        topic = self._existing(name)
+        current = len(topic.partitions)
+        if count <= current:
+            raise TopicError(
+                ErrorCode.INVALID_PARTITIONS,
+                f"topic {name!r} has {current} partitions; the new count must be larger, "
+                f"got {count}",
+            )
+        if count > MAX_PARTITIONS_PER_TOPIC:
+            raise TopicError(
+                ErrorCode.INVALID_PARTITIONS,
+                f"number of partitions must be at most {MAX_PARTITIONS_PER_TOPIC}, got {count}",
+            )
+        brokers = [b.node_id for b in self._cluster.brokers()]
+        factor = len(topic.partitions[0].replicas)
+        added = self._assign(count - current, factor, brokers, first_index=current)
+        grown = dataclasses.replace(topic, partitions=topic.partitions + added)
+        if not validate_only:
+            self._persist(grown)
+            log.info("topic %s now has %d partitions (was %d)", name, count, current)
+        return grown
+
+    def alter_configs(
+        self, name: str, overrides: Mapping[str, str | None], *, validate_only: bool = False
+    ) -> TopicMetadata:
+        """Replace topic `name`'s config overrides with `overrides` (None values dropped).
+
+        Raises TopicError: UNKNOWN_TOPIC_OR_PARTITION, INVALID_CONFIG. The new configs apply
+        to the topic's open logs at once (segment settings from the next roll).
+        """
+        topic = self._existing(name)
+        try:
+            accepted = validate_topic_configs(overrides)
+            config = log_config(self.config, accepted)
+        except (InvalidTopicConfigError, ValueError) as exc:
+            raise TopicError(ErrorCode.INVALID_CONFIG, str(exc)) from None
+        altered = dataclasses.replace(topic, configs=MappingProxyType(accepted))
+        if not validate_only:
+            write_atomic(self._fs, self._topic_path(name), _encode_topic(altered))
+            for partition in altered.partitions:
+                partition_log = self.log(name, partition.partition_index)
+                if partition_log is not None:
+                    partition_log.update_config(config)
+            self._publish(altered)
+            log.info("topic %s configs are now %s", name, accepted)
+        return altered
+
+    def _existing(self, name: str) -> TopicMetadata:
+        topic = self._cluster.topic(name)
+        if topic is None:
+            raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
+        return topic
+
+    def _persist(self, topic: TopicMetadata) -> None:
+        """Write the topic file, open the local logs, publish: the order `open` relies on."""
+        write_atomic(self._fs, self._topic_path(topic.name), _encode_topic(topic))
+        self._open_logs(topic)
+        self._publish(topic)
+
     def _new_topic_id(self) -> uuid.UUID:
         for _ in range(100):
             topic_id = random_topic_id(self._rng)
@@ -362,13 +436,13 @@ class TopicManager:
         raise AssertionError("100 random topic ids collided: the random source is broken")
 
     def _assign(
-        self, partitions: int, factor: int, brokers: list[int]
+        self, partitions: int, factor: int, brokers: list[int], *, first_index: int = 0
     ) -> tuple[PartitionMetadata, ...]:
         # Round-robin from a random start, as Kafka's rack-unaware assignment: leaders
         # spread over the brokers, each partition's followers are the next brokers.
         start = self._rng.randrange(len(brokers))
         assigned = []
-        for p in range(partitions):
+        for p in range(first_index, first_index + partitions):
             replicas = tuple(brokers[(start + p + j) % len(brokers)] for j in range(factor))
             assigned.append(
                 PartitionMetadata(
@@ -397,6 +471,42 @@ class TopicManager:
     def _publish(self, topic: TopicMetadata) -> None:
         self._cluster.put_topic(topic)
         self._collision_keys[_collision_key(topic.name)] = topic.name
+
+
+def _manual_placement(
+    assignments: Sequence[Sequence[int]], brokers: list[int]
+) -> tuple[PartitionMetadata, ...]:
+    """Partition metadata from explicit replica lists, checked as Kafka checks them."""
+    placement = []
+    for index, replicas in enumerate(assignments):
+        if not replicas or len(set(replicas)) != len(replicas):
+            raise TopicError(
+                ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                f"partition {index}: replicas {list(replicas)} are empty or repeat a broker",
+            )
+        if len(replicas) != len(assignments[0]):
+            raise TopicError(
+                ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                f"partition {index}: {len(replicas)} replicas, partition 0 has "
+                f"{len(assignments[0])}: every partition needs the same replication factor",
+            )
+        unknown = sorted(set(replicas) - set(brokers))
+        if unknown:
+            raise TopicError(
+                ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                f"partition {index}: unknown broker ids {unknown}",
+            )
+        replica_ids = tuple(replicas)
+        placement.append(
+            PartitionMetadata(
+                partition_index=index,
+                leader_id=replica_ids[0],
+                leader_epoch=0,
+                replicas=replica_ids,
+                isr=replica_ids,
+            )
+        )
+    return tuple(placement)
 
 
 def _encode_topic(topic: TopicMetadata) -> bytes:

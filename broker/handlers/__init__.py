@@ -7,7 +7,20 @@ sends 3, kafka-python tries 4 and falls back on UNSUPPORTED_VERSION).
 
 from __future__ import annotations
 
-from broker.handlers import api_versions, fetch, init_producer_id, list_offsets, metadata, produce
+from broker.handlers import (
+    api_versions,
+    configs,
+    delete_records,
+    describe_cluster,
+    describe_producers,
+    fetch,
+    init_producer_id,
+    list_offsets,
+    metadata,
+    offset_for_leader_epoch,
+    produce,
+    topic_admin,
+)
 from broker.router import Route, route
 
 ROUTES: tuple[Route, ...] = (
@@ -17,4 +30,18 @@ ROUTES: tuple[Route, ...] = (
     route(18, "0-3", api_versions.handle),
     route(3, "0-12", metadata.handle, error_response=metadata.error_response),
     route(22, "0-4", init_producer_id.handle, error_response=init_producer_id.error_response),
-)
+    route(19, "2-7", topic_admin.create_topics,
+          error_response=topic_admin.create_topics_error_response),
+    route(20, "1-6", topic_admin.delete_topics,
+          error_response=topic_admin.delete_topics_error_response),
+    route(37, "0-3", topic_admin.create_partitions,
+          error_response=topic_admin.create_partitions_error_response),
+    route(32, "1-4", configs.describe, error_response=configs.describe_error_response),
+    route(33, "0-2", configs.alter, error_response=configs.alter_error_response),
+    route(44, "0-1", configs.incremental_alter, error_response=configs.alter_error_response),
+    route(21, "0-2", delete_records.handle, error_response=delete_records.error_response),
+    route(23, "2-4", offset_for_leader_epoch.handle,
+          error_response=offset_for_leader_epoch.error_response),
+    route(60, "0-2", describe_cluster.handle, error_response=describe_cluster.error_response),
+    route(61, "0", describe_producers.handle, error_response=describe_producers.error_response),
+)  # fmt: skip

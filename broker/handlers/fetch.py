@@ -17,6 +17,7 @@ from __future__ import annotations
 import trio
 
 from broker.data_path import DataPath, PartitionKey
+from broker.handlers.partitions import local_partition
 from broker.router import RequestContext
 from client.protocol.errors import ErrorCode
 from client.protocol.schema import Message
@@ -24,7 +25,6 @@ from storage.errors import StorageError
 from storage.log import PartitionLog
 
 NO_PREFERRED_READ_REPLICA = -1
-NO_LEADER_EPOCH = -1
 
 
 async def handle(ctx: RequestContext, request: Message) -> Message:
@@ -81,19 +81,10 @@ def _read_partition(
     ctx: RequestContext, topic: str, fetch: Message, remaining_bytes: int, *, first: bool
 ) -> Message:
     index: int = fetch["partition"]
-    metadata = ctx.broker.cluster.topic(topic)
-    partition = metadata.partition(index) if metadata is not None else None
-    partition_log = ctx.broker.topics.log(topic, index)
-    if partition is None or partition_log is None:
-        return _partition_error(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
-    requested_epoch: int = fetch["current_leader_epoch"]
-    if requested_epoch != NO_LEADER_EPOCH and requested_epoch != partition.leader_epoch:
-        code = (
-            ErrorCode.FENCED_LEADER_EPOCH
-            if requested_epoch < partition.leader_epoch
-            else ErrorCode.UNKNOWN_LEADER_EPOCH
-        )
-        return _partition_error(index, code)
+    found = local_partition(ctx, topic, index, fetch["current_leader_epoch"])
+    if isinstance(found, ErrorCode):
+        return _partition_error(index, found)
+    partition_log = found.log
     try:
         high_watermark = partition_log.log_end_offset
         log_start_offset = partition_log.log_start_offset

@@ -9,6 +9,7 @@ partition's leader epoch (v4+).
 
 from __future__ import annotations
 
+from broker.handlers.partitions import NO_LEADER_EPOCH, local_partition
 from broker.router import RequestContext
 from client.protocol.errors import ErrorCode
 from client.protocol.schema import Message
@@ -18,7 +19,6 @@ from storage.log import PartitionLog
 EARLIEST_TIMESTAMP = -2
 LATEST_TIMESTAMP = -1
 MAX_TIMESTAMP = -3
-NO_LEADER_EPOCH = -1
 NO_TIMESTAMP = -1
 NO_OFFSET = -1
 
@@ -38,19 +38,10 @@ async def handle(ctx: RequestContext, request: Message) -> Message:
 
 def _list_partition(ctx: RequestContext, topic: str, request: Message) -> Message:
     index: int = request["partition_index"]
-    metadata = ctx.broker.cluster.topic(topic)
-    partition = metadata.partition(index) if metadata is not None else None
-    partition_log = ctx.broker.topics.log(topic, index)
-    if partition is None or partition_log is None:
-        return _partition_error(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
-    requested_epoch: int = request["current_leader_epoch"]
-    if requested_epoch != NO_LEADER_EPOCH and requested_epoch != partition.leader_epoch:
-        code = (
-            ErrorCode.FENCED_LEADER_EPOCH
-            if requested_epoch < partition.leader_epoch
-            else ErrorCode.UNKNOWN_LEADER_EPOCH
-        )
-        return _partition_error(index, code)
+    found = local_partition(ctx, topic, index, request["current_leader_epoch"])
+    if isinstance(found, ErrorCode):
+        return _partition_error(index, found)
+    partition, partition_log = found
     try:
         timestamp, offset = _lookup(partition_log, request["timestamp"])
     except StorageError as exc:

@@ -1,0 +1,70 @@
+"""DeleteRecords (21): move partitions' log start offsets up.
+
+Offset -1 means the high watermark (everything written so far). Records below the new log
+start offset are no longer served; whole segments below it are deleted. The answer's
+`low_watermark` is the partition's log start offset afterwards. An offset beyond the high
+watermark is OFFSET_OUT_OF_RANGE.
+"""
+
+from __future__ import annotations
+
+from broker.handlers.partitions import local_partition
+from broker.router import RequestContext
+from client.protocol.errors import ErrorCode
+from client.protocol.schema import Message
+from storage.errors import StorageError
+
+HIGH_WATERMARK = -1
+NO_LOW_WATERMARK = -1
+
+
+async def handle(ctx: RequestContext, request: Message) -> Message:
+    return {
+        "throttle_time_ms": 0,
+        "topics": [
+            {
+                "name": topic["name"],
+                "partitions": [_delete(ctx, topic["name"], p) for p in topic["partitions"]],
+            }
+            for topic in request["topics"]
+        ],
+    }
+
+
+def _delete(ctx: RequestContext, topic: str, request: Message) -> Message:
+    index: int = request["partition_index"]
+    found = local_partition(ctx, topic, index)
+    if isinstance(found, ErrorCode):
+        return _partition_result(index, found)
+    offset: int = request["offset"]
+    high_watermark = found.log.log_end_offset
+    if offset == HIGH_WATERMARK:
+        offset = high_watermark
+    if not 0 <= offset <= high_watermark:
+        return _partition_result(index, ErrorCode.OFFSET_OUT_OF_RANGE)
+    try:
+        low_watermark = found.log.delete_records(offset)
+    except StorageError as exc:
+        return _partition_result(index, exc.error_code)
+    return _partition_result(index, ErrorCode.NONE, low_watermark)
+
+
+def _partition_result(
+    index: int, code: ErrorCode, low_watermark: int = NO_LOW_WATERMARK
+) -> Message:
+    return {"partition_index": index, "low_watermark": low_watermark, "error_code": int(code)}
+
+
+def error_response(request: Message, version: int, code: ErrorCode) -> Message:
+    return {
+        "throttle_time_ms": 0,
+        "topics": [
+            {
+                "name": topic["name"],
+                "partitions": [
+                    _partition_result(p["partition_index"], code) for p in topic["partitions"]
+                ],
+            }
+            for topic in request["topics"]
+        ],
+    }

@@ -1,0 +1,59 @@
+"""DescribeCluster (60): cluster id, controller and brokers, from the `Cluster` image.
+
+Brokers are listed with their endpoint on the listener the request came in on (as in
+Metadata). Only broker endpoints are described (EndpointType 1); asking a broker for
+controller endpoints (2) is MISMATCHED_ENDPOINT_TYPE: there is no separate controller
+listener. No broker is fenced
+while the cluster has one node.
+"""
+
+from __future__ import annotations
+
+from broker.router import RequestContext
+from client.protocol.errors import ErrorCode
+from client.protocol.schema import Message
+
+ENDPOINT_TYPE_BROKER = 1
+NO_AUTHORIZED_OPERATIONS = -(2**31)
+
+
+async def handle(ctx: RequestContext, request: Message) -> Message:
+    if request["endpoint_type"] != ENDPOINT_TYPE_BROKER:
+        return error_response(request, ctx.api_version, ErrorCode.MISMATCHED_ENDPOINT_TYPE)
+    cluster = ctx.broker.cluster
+    brokers = []
+    for node in cluster.brokers():
+        endpoint = node.endpoint(ctx.connection.listener_name)
+        if endpoint is not None:
+            brokers.append(
+                {
+                    "broker_id": node.node_id,
+                    "host": endpoint.host,
+                    "port": endpoint.port,
+                    "rack": node.rack,
+                    "is_fenced": False,
+                }
+            )
+    return {
+        "throttle_time_ms": 0,
+        "error_code": int(ErrorCode.NONE),
+        "error_message": None,
+        "endpoint_type": ENDPOINT_TYPE_BROKER,
+        "cluster_id": cluster.cluster_id,
+        "controller_id": cluster.controller_id,
+        "brokers": brokers,
+        "cluster_authorized_operations": NO_AUTHORIZED_OPERATIONS,
+    }
+
+
+def error_response(request: Message, version: int, code: ErrorCode) -> Message:
+    return {
+        "throttle_time_ms": 0,
+        "error_code": int(code),
+        "error_message": None,
+        "endpoint_type": request["endpoint_type"],
+        "cluster_id": "",
+        "controller_id": -1,
+        "brokers": [],
+        "cluster_authorized_operations": NO_AUTHORIZED_OPERATIONS,
+    }
