@@ -5,6 +5,8 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+import confluent_kafka
+import confluent_kafka.admin
 import pytest
 import trio
 import trustme
@@ -14,6 +16,10 @@ from tests.integration.conftest import StartBroker, local_config
 from tests.integration.wire import WireClient
 
 API_VERSIONS, METADATA = 18, 3
+CLIENT_TIMEOUT_S = 20
+REFUSED_TIMEOUT_S = 3
+
+ClientConfig = dict[str, str | int | float | bool]
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +92,81 @@ async def test_required_client_certificates(
     except (ssl.SSLError, trio.BrokenResourceError):
         refused = True
     assert refused
+
+
+def confluent_ssl_config(
+    bootstrap: str, directory: Path, ca: trustme.CA, *, with_cert: bool
+) -> ClientConfig:
+    ca.cert_pem.write_to_path(str(directory / "client-ca.pem"))
+    config: ClientConfig = {
+        "bootstrap.servers": bootstrap,
+        "broker.address.family": "v4",
+        "security.protocol": "SSL",
+        "ssl.ca.location": str(directory / "client-ca.pem"),
+        "ssl.endpoint.identification.algorithm": "https",
+    }
+    if with_cert:
+        cert = ca.issue_cert("client.example")
+        cert.private_key_pem.write_to_path(str(directory / "client.key"))
+        cert.cert_chain_pems[0].write_to_path(str(directory / "client.pem"))
+        config["ssl.key.location"] = str(directory / "client.key")
+        config["ssl.certificate.location"] = str(directory / "client.pem")
+    return config
+
+
+def confluent_round_trip(config: ClientConfig, topic: str, count: int) -> list[tuple[bytes | None, int | None]]:
+    """Produce `count` keyed records with acks=all over `config`, read them back by assign."""
+    producer = confluent_kafka.Producer({**config, "acks": "all", "linger.ms": 1})
+    for i in range(count):
+        producer.produce(topic, key=b"k%d" % i, value=b"v%d" % i, partition=0)
+    assert producer.flush(CLIENT_TIMEOUT_S) == 0
+    consumer = confluent_kafka.Consumer(
+        {**config, "group.id": "unused-assign-only", "enable.auto.commit": False}
+    )
+    consumer.assign([confluent_kafka.TopicPartition(topic, 0, 0)])
+    seen: list[tuple[bytes | None, int | None]] = []
+    try:
+        for _ in range(count * 10):
+            if len(seen) == count:
+                break
+            message = consumer.poll(1.0)
+            if message is None:
+                continue
+            assert message.error() is None, message.error()
+            assert message.key() == b"k%d" % len(seen)
+            seen.append((message.value(), message.offset()))
+    finally:
+        consumer.close()
+    return seen
+
+
+def confluent_list_topics(config: ClientConfig) -> object:
+    return confluent_kafka.admin.AdminClient(config).list_topics(timeout=REFUSED_TIMEOUT_S)
+
+
+async def test_confluent_kafka_over_tls(
+    start_broker: StartBroker, tmp_path: Path, ca: trustme.CA
+) -> None:
+    config = local_config(tmp_path, listeners=(tls_listener(ca, tmp_path, "none"),))
+    running = await start_broker(config)
+    # Verify the server's name: the certificate is for "localhost" and 127.0.0.1.
+    client_config = confluent_ssl_config(f"localhost:{running.port}", tmp_path, ca, with_cert=False)
+    with trio.fail_after(3 * CLIENT_TIMEOUT_S):
+        seen = await trio.to_thread.run_sync(confluent_round_trip, client_config, "secure", 50)
+    assert seen == [(b"v%d" % i, i) for i in range(50)]
+
+
+async def test_confluent_kafka_needs_a_client_certificate_when_required(
+    start_broker: StartBroker, tmp_path: Path, ca: trustme.CA
+) -> None:
+    config = local_config(tmp_path, listeners=(tls_listener(ca, tmp_path, "required"),))
+    running = await start_broker(config)
+    bootstrap = f"localhost:{running.port}"
+    with_cert = confluent_ssl_config(bootstrap, tmp_path, ca, with_cert=True)
+    with trio.fail_after(3 * CLIENT_TIMEOUT_S):
+        seen = await trio.to_thread.run_sync(confluent_round_trip, with_cert, "mutual", 5)
+    assert [offset for _, offset in seen] == [0, 1, 2, 3, 4]
+
+    without_cert = confluent_ssl_config(bootstrap, tmp_path, ca, with_cert=False)
+    with trio.fail_after(3 * CLIENT_TIMEOUT_S), pytest.raises(confluent_kafka.KafkaException):
+        await trio.to_thread.run_sync(confluent_list_topics, without_cert)
