@@ -38,6 +38,7 @@ test: lint typecheck unit
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.codec
 	$(BIN)/python -m bench.storage
+	$(BIN)/python -m bench.broker
 
 clean:
 	rm -rf $(VENV) tidelog-data
