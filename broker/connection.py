@@ -115,6 +115,8 @@ def parse_request(frame: bytes, router: Router) -> Dispatch | Answer | Reject:
         if header.api_key == API_VERSIONS.key:
             return Answer(_api_versions_unsupported(header.correlation_id, r))
         return Reject(f"{r.api.name} v{version} is not supported")
+    if version not in r.api.valid:
+        return Reject(f"{r.api.name} v{version} is advertised for feature checks, not served")
     try:
         request = r.api.decode_request(body, version)
     except ProtocolError as exc:

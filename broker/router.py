@@ -18,7 +18,11 @@ connection when the route has no way to build one.
 
 `served` may be narrower than `advertised`: Kafka clients check exact versions inside the
 advertised range, so an API can advertise old versions that it then answers with
-UNSUPPORTED_VERSION (through `error_response`). An API that has no route is never advertised.
+UNSUPPORTED_VERSION (through `error_response`). Advertised versions older than the schema
+knows (Produce 0-2, which librdkafka before 2.11.1 looks for before it compresses with gzip
+or snappy) cannot be parsed: a request at such a version closes the connection, as Kafka 4
+does. No client sends one while a newer version is advertised. An API that has no route is
+never advertised.
 """
 
 from __future__ import annotations
@@ -116,16 +120,15 @@ def route(
     api = API_BY_KEY[api_key]
     advertised_versions = Versions.parse(advertised)
     served_versions = Versions.parse(served) if served is not None else advertised_versions
-    if advertised_versions.empty or not (
-        api.valid.lowest <= advertised_versions.lowest
-        and advertised_versions.highest <= api.valid.highest
-    ):
-        raise ValueError(f"{api.name}: advertised {advertised} is outside the schema's versions")
+    if advertised_versions.empty or advertised_versions.highest > api.valid.highest:
+        raise ValueError(f"{api.name}: advertised {advertised} is above the schema's versions")
     if served_versions.empty or not (
         advertised_versions.lowest <= served_versions.lowest
         and served_versions.highest <= advertised_versions.highest
     ):
         raise ValueError(f"{api.name}: served {served} is not within advertised {advertised}")
+    if served_versions.lowest < api.valid.lowest:
+        raise ValueError(f"{api.name}: served {served} is below the schema's versions")
     if served_versions != advertised_versions and error_response is None:
         error_response = top_level_error_response(api)
         if error_response is None:

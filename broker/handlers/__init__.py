@@ -24,7 +24,7 @@ from broker.handlers import (
 from broker.router import Route, route
 
 ROUTES: tuple[Route, ...] = (
-    route(0, "3-8", produce.handle, error_response=produce.error_response),
+    route(0, "0-8", produce.handle, served="3-8", error_response=produce.error_response),
     route(1, "4-12", fetch.handle, error_response=fetch.error_response),
     route(2, "1-5", list_offsets.handle, error_response=list_offsets.error_response),
     route(18, "0-3", api_versions.handle),

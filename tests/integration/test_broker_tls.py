@@ -114,7 +114,9 @@ def confluent_ssl_config(
     return config
 
 
-def confluent_round_trip(config: ClientConfig, topic: str, count: int) -> list[tuple[bytes | None, int | None]]:
+def confluent_round_trip(
+    config: ClientConfig, topic: str, count: int
+) -> list[tuple[bytes | None, int | None]]:
     """Produce `count` keyed records with acks=all over `config`, read them back by assign."""
     producer = confluent_kafka.Producer({**config, "acks": "all", "linger.ms": 1})
     for i in range(count):
