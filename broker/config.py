@@ -110,6 +110,17 @@ class BrokerConfig:
     """None: flush only by message count and on shutdown (Kafka's default leaves it unset)."""
     log_retention_check_interval_ms: int = 5 * 60 * 1000
 
+    offsets_topic_num_partitions: int = 50
+    offsets_topic_segment_bytes: int = 100 * MiB
+    offsets_retention_minutes: int = 7 * 24 * 60
+    offsets_retention_check_interval_ms: int = 10 * 60 * 1000
+    offset_metadata_max_bytes: int = 4096
+    group_initial_rebalance_delay_ms: int = 3000
+    group_min_session_timeout_ms: int = 6000
+    group_max_session_timeout_ms: int = 30 * 60 * 1000
+    group_max_size: int = 10_000
+    """Kafka leaves it unbounded; a bound keeps one group from taking all memory."""
+
     def __post_init__(self) -> None:
         _validate(self)
 
@@ -162,6 +173,22 @@ def _validate(config: BrokerConfig) -> None:
     if config.log_flush_interval_ms is not None:
         _check_int("log_flush_interval_ms", config.log_flush_interval_ms, 0)
     _check_int("log_retention_check_interval_ms", config.log_retention_check_interval_ms, 1)
+    _check_int("offsets_topic_num_partitions", config.offsets_topic_num_partitions, 1, 10_000)
+    _check_int("offsets_topic_segment_bytes", config.offsets_topic_segment_bytes, 1024, _INT32_MAX)
+    _check_int("offsets_retention_minutes", config.offsets_retention_minutes, 1, _INT32_MAX)
+    _check_int("offsets_retention_check_interval_ms", config.offsets_retention_check_interval_ms, 1)
+    _check_int("offset_metadata_max_bytes", config.offset_metadata_max_bytes, 0, _INT32_MAX)
+    _check_int(
+        "group_initial_rebalance_delay_ms", config.group_initial_rebalance_delay_ms, 0, _INT32_MAX
+    )
+    _check_int("group_min_session_timeout_ms", config.group_min_session_timeout_ms, 1, _INT32_MAX)
+    _check_int(
+        "group_max_session_timeout_ms",
+        config.group_max_session_timeout_ms,
+        config.group_min_session_timeout_ms,
+        _INT32_MAX,
+    )
+    _check_int("group_max_size", config.group_max_size, 1, _INT32_MAX)
     if not config.listeners:
         raise ConfigError("listeners: at least one listener is required")
     names: set[str] = set()
