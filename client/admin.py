@@ -83,6 +83,10 @@ class ConfigResource:
     type: ConfigResourceType
     name: str
 
+    def __str__(self) -> str:
+        """How error messages name it: "topic 'events'", "broker '1'"."""
+        return f"{self.type.name.lower()} {self.name!r}"
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigEntry:
@@ -203,12 +207,15 @@ class Admin:
         if self._closed or self._nursery is None:
             raise ClientClosedError("the admin client is closed" if self._closed else "not started")
         attempt = 0
+        error: KafkaError | None = None
         while True:
             try:
                 with trio.fail_at(deadline):
                     return await attempt_once()
             except trio.TooSlowError:
-                raise KafkaTimeoutError(f"{what} did not finish in time") from None
+                # Name the error that made the earlier attempts fail, if there was one.
+                detail = "" if error is None else f" (last error: {error})"
+                raise KafkaTimeoutError(f"{what} did not finish in time{detail}") from error
             except _Final as final:
                 raise final.error from None
             except _Retry as retry:
