@@ -109,6 +109,8 @@ class BrokerConfig:
     log_flush_interval_ms: int | None = None
     """None: flush only by message count and on shutdown (Kafka's default leaves it unset)."""
     log_retention_check_interval_ms: int = 5 * 60 * 1000
+    log_cleaner_backoff_ms: int = 15_000
+    """How often compacted topics (cleanup.policy=compact) are checked for cleaning."""
 
     offsets_topic_num_partitions: int = 50
     offsets_topic_segment_bytes: int = 100 * MiB
@@ -173,6 +175,7 @@ def _validate(config: BrokerConfig) -> None:
     if config.log_flush_interval_ms is not None:
         _check_int("log_flush_interval_ms", config.log_flush_interval_ms, 0)
     _check_int("log_retention_check_interval_ms", config.log_retention_check_interval_ms, 1)
+    _check_int("log_cleaner_backoff_ms", config.log_cleaner_backoff_ms, 1)
     _check_int("offsets_topic_num_partitions", config.offsets_topic_num_partitions, 1, 10_000)
     _check_int("offsets_topic_segment_bytes", config.offsets_topic_segment_bytes, 1024, _INT32_MAX)
     _check_int("offsets_retention_minutes", config.offsets_retention_minutes, 1, _INT32_MAX)

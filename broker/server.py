@@ -36,10 +36,12 @@ import trio
 from broker.cluster import BrokerNode, Cluster, Endpoint
 from broker.config import BrokerConfig, ListenerConfig
 from broker.connection import Connection
+from broker.groups.service import GroupService
 from broker.handlers import ROUTES
 from broker.network import Network, server_ssl_context, stream_peer
 from broker.router import Router
 from broker.topics import TopicManager, load_cluster_identity
+from storage.cleaner import compact, dirty_ratio
 from storage.errors import StorageError
 from storage.filesystem import FileSystem
 
@@ -71,6 +73,9 @@ class Broker:
         self.router = router if router is not None else Router(ROUTES)
         self.bound_addresses: dict[str, tuple[str, int]] = {}
         """Listener name -> (bind host, bound port), filled before `serve` reports started."""
+        self._tombstones_due_ms: dict[tuple[str, int], int | None] = {}
+        self.groups = GroupService(self)
+        """The group coordinator's driver (FindCoordinator, JoinGroup, OffsetCommit...)."""
         self._cluster: Cluster | None = None
         self._topics: TopicManager | None = None
         self._shutdown_requested = trio.Event()
@@ -183,7 +188,7 @@ class Broker:
     def _background_services(self) -> list[Callable[[], Awaitable[None]]]:
         """The broker's periodic services: each runs until cancelled at shutdown, after the
         listeners are up."""
-        return [self._run_retention, self._run_flush]
+        return [self._run_retention, self._run_flush, self._run_cleaner, self.groups.serve]
 
     async def _run_retention(self) -> None:
         """Every `log_retention_check_interval_ms`, delete expired segments of every log."""
@@ -204,6 +209,46 @@ class Broker:
             except StorageError as exc:  # one failed log must not stop the others or the broker
                 log.error("retention of %s-%d failed: %s", *key, exc)
         return deleted
+
+    async def _run_cleaner(self) -> None:
+        """Every `log_cleaner_backoff_ms`, compact the logs whose cleanup.policy asks for it."""
+        while True:
+            await trio.sleep(self.config.log_cleaner_backoff_ms / 1000)
+            await self.compact_due_logs()
+
+    async def compact_due_logs(self) -> int:
+        """Compact, in a worker thread, every compacted log that is dirty enough or holds
+        tombstones now due for removal; return how many passes committed."""
+        committed = 0
+        for key, partition_log in list(self.topics.logs()):
+            config = partition_log.config
+            if not config.compaction_enabled:
+                continue
+            now_ms = self.now_ms()
+            tombstones_due = self._tombstones_due_ms.get(key)
+            high_watermark = partition_log.log_end_offset
+            due = (tombstones_due is not None and now_ms >= tombstones_due) or dirty_ratio(
+                partition_log, max_offset=high_watermark
+            ) >= config.min_cleanable_dirty_ratio
+            if not due:
+                continue
+            try:
+                result = await trio.to_thread.run_sync(
+                    functools.partial(
+                        compact,
+                        partition_log,
+                        now_ms,
+                        config.delete_retention_ms,
+                        max_offset=high_watermark,
+                    )
+                )
+            except (StorageError, OSError) as exc:  # e.g. the topic was deleted meanwhile
+                log.warning("compaction of %s-%d failed: %s", *key, exc)
+                continue
+            if result.committed:
+                committed += 1
+                self._tombstones_due_ms[key] = result.next_tombstone_due_ms
+        return committed
 
     async def _run_flush(self) -> None:
         """Check the flush policy (`flush.ms`, `flush.messages`) of every log once a second,

@@ -80,6 +80,16 @@ def _timestamp_type(text: str) -> object:
         ) from None
 
 
+def _ratio(text: str) -> object:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidTopicConfigError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise InvalidTopicConfigError(f"{value} is outside [0, 1]")
+    return value
+
+
 def _boolean_false_only(text: str) -> object:
     if text.lower() not in ("true", "false"):
         raise InvalidTopicConfigError(f"{text!r} is not true or false")
@@ -89,7 +99,11 @@ def _boolean_false_only(text: str) -> object:
 
 
 _INT, _LONG, _STRING, _BOOLEAN, _LIST = (
-    ConfigType.INT, ConfigType.LONG, ConfigType.STRING, ConfigType.BOOLEAN, ConfigType.LIST
+    ConfigType.INT,
+    ConfigType.LONG,
+    ConfigType.STRING,
+    ConfigType.BOOLEAN,
+    ConfigType.LIST,
 )
 
 TOPIC_CONFIGS: dict[str, TopicConfigDef] = {
@@ -128,9 +142,16 @@ TOPIC_CONFIGS: dict[str, TopicConfigDef] = {
                        None, "CreateTime keeps the producer's timestamps; LogAppendTime "
                        "stamps batches with the broker's clock."),
         TopicConfigDef("cleanup.policy",
-                       _one_of("delete", why="log compaction is not supported"),
-                       lambda c: "delete", None, _LIST, None,
-                       "delete: old segments are removed by retention time and size."),
+                       _one_of("delete", "compact", "compact,delete", "delete,compact"),
+                       lambda c: "delete", "cleanup_policy", _LIST, None,
+                       "delete: old segments are removed by retention time and size; "
+                       "compact: only the latest record per key is kept."),
+        TopicConfigDef("delete.retention.ms", _int_in(0, INT64_MAX), lambda c: 86_400_000,
+                       "delete_retention_ms", _LONG, None,
+                       "How long compaction keeps a tombstone (null value) after it is written."),
+        TopicConfigDef("min.cleanable.dirty.ratio", _ratio, lambda c: 0.5,
+                       "min_cleanable_dirty_ratio", ConfigType.DOUBLE, None,
+                       "Compact once this share of the log has not been compacted yet."),
         TopicConfigDef("compression.type",
                        _one_of("producer", why="the broker keeps batches as produced"),
                        lambda c: "producer", None, _STRING, None,

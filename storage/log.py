@@ -4,15 +4,22 @@ Directory layout::
 
     <base offset, 20 digits>.log / .index / .timeindex    one segment (storage.segment)
     leader-epoch-checkpoint                               epoch -> start offset (checkpoint)
+    *.cleaned, *.swap                                     a compaction's segment swap
+                                                          (storage.segment_swap), finished
+                                                          or undone when the log opens
 
-Invariants: segments are sorted by base offset; each starts where the one before ends, so
-offsets continue without a gap from the log start offset to the log end offset; only the
-last (active) segment grows. Offsets below `recovery_point` are fsynced.
+Invariants: segments are sorted by base offset; each starts where the one before ends;
+only the last (active) segment grows. Offsets below `recovery_point` are fsynced. Offsets
+continue without a gap from the log start offset to the log end offset, except inside
+segments that compaction rewrote (`storage.cleaner`), which keep each record's offset and
+so leave gaps; a rewritten segment still ends where the next one starts.
 
 Threading: every method runs on one thread (the broker's event loop) except `flush`, which
 may run concurrently in a worker thread because fsync blocks. `flush` takes the lock only to
-snapshot and to publish; the fsyncs run unlocked. Deleted segments keep their file handles
-alive until the last `FileRange` or in-flight fsync lets go of them.
+snapshot and to publish; the fsyncs run unlocked. Compaction (`storage.cleaner`) may run in
+a worker thread too: it takes the lock in `begin_compaction` and `commit_compaction`, and
+in between only reads the files of non-active segments. Deleted and replaced segments keep
+their file handles alive until the last `FileRange` or in-flight fsync lets go of them.
 
 Durability: `append` writes to the page cache only. `flush` fsyncs every segment from the
 recovery point on, the directory when segments were created, and the leader-epoch
@@ -28,7 +35,8 @@ import logging
 import posixpath
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 from client.protocol.errors import CorruptMessageError
 from client.protocol.records import (
@@ -52,6 +60,7 @@ from storage.filesystem import FileRange, FileSystem
 from storage.index import NO_TIMESTAMP
 from storage.leader_epoch import EpochEntry, LeaderEpochCache
 from storage.segment import LOG_SUFFIX, BatchPlacement, Segment, parse_segment_file_name
+from storage.segment_swap import CleanedSegment, install, recover_swaps
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +69,25 @@ LEADER_EPOCH_CHECKPOINT = "leader-epoch-checkpoint"
 _OFFSET_LENGTH_EPOCH = struct.Struct(">qii")
 _LOG_APPEND_TIME = TimestampType.LOG_APPEND_TIME
 
-__all__ = ["AppendInfo", "LogConfig", "PartitionLog", "TimestampType"]
+__all__ = ["AppendInfo", "CompactionSnapshot", "LogConfig", "PartitionLog", "TimestampType"]
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionSnapshot:
+    """The segments a compaction may rewrite, as `PartitionLog.begin_compaction` saw them.
+
+    `segments` are the non-active segments that end at or below the `max_offset` given and
+    above the log start offset, oldest first; `sizes_bytes[i]` is the size of
+    `segments[i]` and `end_offsets[i]` the base offset of the segment after it. Off the
+    owner thread only `Segment.base_offset` and `Segment.log` may be used: those segments
+    no longer grow. Offsets below `first_dirty_offset` were compacted before.
+    """
+
+    segments: tuple[Segment, ...]
+    sizes_bytes: tuple[int, ...]
+    end_offsets: tuple[int, ...]
+    first_dirty_offset: int
+    truncations: int
 
 
 class AppendInfo:
@@ -152,6 +179,10 @@ class PartitionLog:
         self._truncations = 0
         self._last_flush_ms = now_ms()
         self._failure: BaseException | None = None
+        # Offsets below were compacted in this process; kept in memory only, so the first
+        # compaction after an open treats the whole log as dirty.
+        self._first_dirty_offset = 0
+        self._compacting = False
 
     # ---------------------------------------------------------------------------------------
     # Opening and recovery
@@ -185,6 +216,7 @@ class PartitionLog:
     def _load(self, recovery_point: int, log_start_offset: int) -> None:
         fs, directory = self.fs, self.directory
         now = self._now_ms()
+        recover_swaps(fs, directory, self.config.index_interval_bytes, now)
         log_bases: set[int] = set()
         index_files: list[tuple[int, str]] = []
         for name in fs.listdir(directory):
@@ -432,8 +464,8 @@ class PartitionLog:
     def append_as_follower(self, records: bytes | bytearray | memoryview) -> AppendInfo:
         """Append batches copied from the leader, keeping their offsets and epochs.
 
-        The first batch must start at the log end offset and the batches must be
-        contiguous (truncate first when the logs diverged).
+        Offsets must increase from the log end offset on (truncate first when the logs
+        diverged); they may skip offsets that compaction removed from the leader's log.
         """
         view = memoryview(records).cast("B")
         with self._lock:
@@ -471,9 +503,10 @@ class PartitionLog:
             header = validate_batch(view, position)
             total_bytes = header.batch_length + 12
             if follower:
-                if header.base_offset != expected_offset or header.last_offset < expected_offset:
+                if header.base_offset < expected_offset or header.last_offset < header.base_offset:
                     raise InvalidRecordError(
-                        f"follower batch at offset {header.base_offset}, expected {expected_offset}"
+                        f"follower batch at offset {header.base_offset}, "
+                        f"expected {expected_offset} or more"
                     )
                 expected_offset = header.next_offset
             else:
@@ -698,6 +731,7 @@ class PartitionLog:
                     segment = self._segments[index]
                     segment.truncate_to(offset)
                     self._log_end_offset = segment.next_offset
+                    self._first_dirty_offset = min(self._first_dirty_offset, self._log_end_offset)
                     # A cut batch may have straddled the log start: nothing stays visible.
                     self._log_start_offset = min(self._log_start_offset, self._log_end_offset)
                     self._recovery_point = min(self._recovery_point, self._log_end_offset)
@@ -728,6 +762,7 @@ class PartitionLog:
             self._segments = [segment]
             self._base_offsets = [offset]
             self._log_start_offset = self._log_end_offset = self._recovery_point = offset
+            self._first_dirty_offset = offset
             self._epochs = LeaderEpochCache()
             self._truncations += 1
             self._sync_metadata_locked()
@@ -776,13 +811,15 @@ class PartitionLog:
 
         Whole segments only, oldest first, and only segments that end at or below
         `max_offset` (the high watermark: data not yet replicated is kept). An expired
-        active segment is rolled first. Returns how many segments were deleted. Blocks on a
+        active segment is rolled first. Without "delete" in the cleanup policy only segments
+        below the log start offset go. Returns how many segments were deleted. Blocks on a
         directory fsync when any were.
         """
         with self._lock:
             self._check_usable()
             segments = self._segments
-            retention_ms = self.config.retention_ms
+            deletion_enabled = self.config.deletion_enabled
+            retention_ms = self.config.retention_ms if deletion_enabled else -1
             count = 0
             while count < len(segments):
                 segment = segments[count]
@@ -801,7 +838,7 @@ class PartitionLog:
                 if now_ms - newest_ms <= retention_ms:
                     break
                 count += 1
-            retention_bytes = self.config.retention_bytes
+            retention_bytes = self.config.retention_bytes if deletion_enabled else -1
             if retention_bytes >= 0:
                 remaining_bytes = sum(segment.size_bytes for segment in segments[count:])
                 while (
@@ -833,6 +870,112 @@ class PartitionLog:
             self.fs.fsync_dir(self.directory)
         except OSError as exc:
             raise self._fail(exc) from exc
+
+    # ---------------------------------------------------------------------------------------
+    # Compaction (storage.cleaner rewrites the segments; these methods take the lock)
+
+    @property
+    def first_dirty_offset(self) -> int:
+        """Offsets below this were compacted since the log was opened."""
+        return max(self._first_dirty_offset, self._log_start_offset)
+
+    def begin_compaction(self, max_offset: int | None = None) -> CompactionSnapshot:
+        """Snapshot the segments a compaction may rewrite; see `CompactionSnapshot`.
+
+        One compaction at a time: call `commit_compaction` or `abort_compaction` next.
+        """
+        with self._lock:
+            self._check_usable()
+            if self._compacting:
+                raise RuntimeError(f"{self.directory}: a compaction is already running")
+            chosen = [
+                index
+                for index in range(len(self._segments) - 1)
+                if self._base_offsets[index + 1] > self._log_start_offset
+                and (max_offset is None or self._base_offsets[index + 1] <= max_offset)
+            ]
+            self._compacting = True
+            return CompactionSnapshot(
+                segments=tuple(self._segments[index] for index in chosen),
+                sizes_bytes=tuple(self._segments[index].size_bytes for index in chosen),
+                end_offsets=tuple(self._base_offsets[index + 1] for index in chosen),
+                first_dirty_offset=self.first_dirty_offset,
+                truncations=self._truncations,
+            )
+
+    def abort_compaction(self) -> None:
+        """End a compaction that changes nothing."""
+        with self._lock:
+            self._compacting = False
+
+    def commit_compaction(
+        self,
+        snapshot: CompactionSnapshot,
+        replacements: Sequence[CleanedSegment],
+        first_dirty_offset: int,
+    ) -> bool:
+        """Swap in the rewritten segments, oldest first, and record the new dirty offset.
+
+        Each replacement stands for the snapshot's segments with base offsets in its
+        [base_offset, end_offset). The pass read every snapshot segment that ends at or
+        below `first_dirty_offset`; if any of them changed since the snapshot (truncation,
+        retention, recovery of a segment, closing), this returns False and changes nothing,
+        and the caller discards the replacements. Durable on return. Blocks on fsyncs.
+        """
+        with self._lock:
+            try:
+                if not self._unchanged_since(snapshot, first_dirty_offset) or not all(
+                    self._replaces_whole_segments(cleaned) for cleaned in replacements
+                ):
+                    return False
+                try:
+                    for cleaned in replacements:
+                        install(self.fs, cleaned)
+                        self._put_rewritten_segment(cleaned)
+                except OSError as exc:
+                    raise self._fail(exc) from exc
+                self._first_dirty_offset = max(self._first_dirty_offset, first_dirty_offset)
+                return True
+            finally:
+                self._compacting = False
+
+    def _unchanged_since(self, snapshot: CompactionSnapshot, read_below_offset: int) -> bool:
+        if self._failure is not None or self._truncations != snapshot.truncations:
+            return False
+        sizes = {id(segment): segment.size_bytes for segment in self._segments}
+        return all(
+            sizes.get(id(segment)) == size_bytes
+            for segment, size_bytes, end in zip(
+                snapshot.segments, snapshot.sizes_bytes, snapshot.end_offsets, strict=True
+            )
+            if end <= read_below_offset
+        )
+
+    def _replaces_whole_segments(self, cleaned: CleanedSegment) -> bool:
+        first = bisect.bisect_left(self._base_offsets, cleaned.base_offset)
+        end = bisect.bisect_left(self._base_offsets, cleaned.end_offset)
+        return (
+            first < end < len(self._segments)
+            and self._base_offsets[first] == cleaned.base_offset
+            and self._base_offsets[end] == cleaned.end_offset
+        )
+
+    def _put_rewritten_segment(self, cleaned: CleanedSegment) -> None:
+        first = bisect.bisect_left(self._base_offsets, cleaned.base_offset)
+        end = bisect.bisect_left(self._base_offsets, cleaned.end_offset)
+        segment = Segment.open(
+            self.fs,
+            self.directory,
+            cleaned.base_offset,
+            self.config.index_interval_bytes,
+            self._now_ms(),
+        )
+        if not segment.load_trusted():
+            logger.warning("%s: rewritten %s did not load; rebuilding", self.directory, segment)
+            segment.recover()
+        # The old segments stay open for readers holding their ranges; their files are gone.
+        self._segments[first:end] = [segment]
+        self._base_offsets[first:end] = [cleaned.base_offset]
 
     # ---------------------------------------------------------------------------------------
     # Durability

@@ -2,8 +2,9 @@
 
 Files are named by the segment's base offset as 20 decimal digits:
 `00000000000000001234.log`, `.index`, `.timeindex` (formats in `storage.index`). The `.log`
-holds RecordBatch v2 bytes exactly as they travel on the wire, back to back, with offsets
-that continue without a gap from the base offset.
+holds RecordBatch v2 bytes exactly as they travel on the wire, back to back, with increasing
+offsets from the base offset on. Offsets continue without a gap, except where compaction
+(`storage.cleaner`) removed batches or a follower copied a leader's compacted batches.
 
 A segment loads its indexes lazily: a segment below the recovery point is trusted, and only
 the batches after its last index entry are read (and CRC-checked) to learn where it ends. A
@@ -262,7 +263,7 @@ class Segment:
         expected_offset = last_offset
         try:
             for _, header in scan_batches(self.log, last_position, self.size_bytes, validate=True):
-                if header.base_offset != expected_offset or header.last_offset < expected_offset:
+                if header.base_offset < expected_offset or header.last_offset < header.base_offset:
                     return False
                 builder.max_timestamp = max(builder.max_timestamp, header.max_timestamp)
                 expected_offset = header.next_offset
@@ -290,9 +291,10 @@ class Segment:
             for position, header in scan_batches(
                 self.log, 0, self.size_bytes, validate=True, chunk_bytes=_RECOVERY_CHUNK_BYTES
             ):
-                if header.base_offset != expected_offset:
+                if header.base_offset < expected_offset:
                     raise InvalidBatchError(
-                        position, f"base offset {header.base_offset}, expected {expected_offset}"
+                        position,
+                        f"base offset {header.base_offset}, expected {expected_offset} or more",
                     )
                 if header.last_offset < header.base_offset:
                     raise InvalidBatchError(position, "last offset below base offset")
@@ -331,7 +333,11 @@ class Segment:
         self._next_offset = next_offset
 
     def truncate_to(self, offset: int) -> None:
-        """Remove every batch whose last offset is `offset` or higher."""
+        """Remove every batch whose last offset is `offset` or higher.
+
+        The next offset becomes the end of the last batch kept (the base offset when none
+        is): never above `offset`, even when `offset` falls in a gap left by compaction.
+        """
         found = self.find_batch(offset)
         if found is None:
             return
@@ -339,14 +345,16 @@ class Segment:
         builder = self._state()
         self.log.truncate(position)
         self.size_bytes = position
-        self._next_offset = header.base_offset
         builder.offset_index.truncate_to(header.base_offset)
         builder.time_index.truncate_to(header.base_offset)
         _, last_position = builder.offset_index.lookup_position(position)
         builder.bytes_since_entry = position - last_position
         builder.max_timestamp = builder.time_index.last_timestamp
+        next_offset = self.base_offset
         for _, tail_header in scan_batches(self.log, last_position, position, validate=False):
             builder.max_timestamp = max(builder.max_timestamp, tail_header.max_timestamp)
+            next_offset = tail_header.next_offset
+        self._next_offset = next_offset
         if position == 0:
             self._first_batch_max_timestamp = None
         for suffix, entries, entry_bytes in (

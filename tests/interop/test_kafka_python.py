@@ -199,17 +199,7 @@ def test_consumer_seeks_into_the_middle_of_a_compressed_batch(
     assert received == want
 
 
-# librdkafka turns lz4 on only when the broker advertises FindCoordinator (served with groups).
-LIBRDKAFKA_LZ4_NEEDS_FIND_COORDINATOR = pytest.mark.xfail(
-    strict=True, reason="librdkafka sends lz4 batches uncompressed without FindCoordinator"
-)
-
-
-@pytest.mark.parametrize(
-    "codec",
-    ["none", "gzip", "snappy", pytest.param("lz4", marks=LIBRDKAFKA_LZ4_NEEDS_FIND_COORDINATOR),
-     "zstd"],
-)  # fmt: skip
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
 def test_consumer_reads_what_librdkafka_wrote(
     tidelog_broker: BrokerProcess, unique_topic: str, codec: str
 ) -> None:

@@ -63,7 +63,7 @@ def test_create_validates_like_kafka() -> None:
         ErrorCode.INVALID_REPLICATION_FACTOR
     )
     for configs in ({"no.such.config": "1"}, {"retention.ms": "soon"},
-                    {"cleanup.policy": "compact"}, {"segment.bytes": "1"}):  # fmt: skip
+                    {"cleanup.policy": "shred"}, {"segment.bytes": "1"}):  # fmt: skip
         assert error_of(lambda c=configs: topics.create_topic("c", configs=c)) == (
             ErrorCode.INVALID_CONFIG
         )

@@ -1,0 +1,221 @@
+"""The trio driver of the group coordinator: requests in, appends written, responses out.
+
+One `GroupService` per broker owns the pure `GroupCoordinator` and is its only caller.
+Handlers call `await service.call(invoke)`: `invoke(request_id, now_ms)` runs one core
+call; its `Output` is carried out at once — each `Append` becomes one record batch appended
+to its `__consumer_offsets` partition (as leader, through the same `PartitionLog` as any
+produce) and its outcome is reported back with `append_completed`; every response goes to
+the handler waiting for its request id. `serve` runs the core's timers (session expiry,
+rebalance and join deadlines, offset retention) by calling `tick` at `next_deadline_ms`.
+
+The `__consumer_offsets` topic is created on the first FindCoordinator for a group (as
+Kafka does) with `offsets_topic_num_partitions` partitions and compaction, and loaded:
+each partition's records are replayed into the core before its groups are served (until
+then they answer COORDINATOR_LOAD_IN_PROGRESS). At startup an existing topic is loaded the
+same way, one partition at a time, yielding to the event loop in between.
+
+Time: the core runs on the broker's wall clock (`broker.now_ms`), since its deadlines and
+the timestamps it writes into records are the same clock, as in Kafka.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from broker.groups.config import GroupConfig
+from broker.groups.coordinator import GroupCoordinator
+from broker.groups.effects import Append, Output, RequestId
+from broker.topics import TopicError
+from client.protocol.errors import ErrorCode, ProtocolError
+from client.protocol.records import RecordInput, decode_batches, encode_batch
+from client.protocol.schema import Message
+from storage.errors import StorageError
+
+if TYPE_CHECKING:
+    from broker.server import Broker
+
+log = logging.getLogger(__name__)
+
+OFFSETS_TOPIC = "__consumer_offsets"
+LOAD_READ_BYTES = 1024 * 1024
+"""How much of a `__consumer_offsets` partition one read takes while loading."""
+
+Invoke = Callable[[RequestId, int], Output]
+
+
+def group_config(broker: Broker) -> GroupConfig:
+    c = broker.config
+    return GroupConfig(
+        offsets_topic_num_partitions=c.offsets_topic_num_partitions,
+        group_initial_rebalance_delay_ms=c.group_initial_rebalance_delay_ms,
+        group_min_session_timeout_ms=c.group_min_session_timeout_ms,
+        group_max_session_timeout_ms=c.group_max_session_timeout_ms,
+        group_max_size=c.group_max_size,
+        offset_metadata_max_bytes=c.offset_metadata_max_bytes,
+        offsets_retention_minutes=c.offsets_retention_minutes,
+        offsets_retention_check_interval_ms=c.offsets_retention_check_interval_ms,
+    )
+
+
+class _Waiter:
+    __slots__ = ("done", "response")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.response: Message | None = None
+
+
+class GroupService:
+    """See the module docstring."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self.core = GroupCoordinator(group_config(broker), rng=broker.random)
+        self._request_ids = itertools.count()
+        self._waiters: dict[RequestId, _Waiter] = {}
+        self._next_deadline_ms: int | None = None
+        self._deadline_changed = trio.Event()
+        self._partitions = self.core.config.offsets_topic_num_partitions
+
+    # -- the offsets topic
+
+    def offsets_topic_ready(self) -> bool:
+        """Create and load `__consumer_offsets` if needed; False if it cannot be created."""
+        topics = self._broker.topics
+        if self._broker.cluster.topic(OFFSETS_TOPIC) is None:
+            try:
+                topics.create_topic(
+                    OFFSETS_TOPIC,
+                    num_partitions=self._partitions,
+                    replication_factor=1,
+                    configs={
+                        "cleanup.policy": "compact",
+                        "segment.bytes": str(self._broker.config.offsets_topic_segment_bytes),
+                    },
+                )
+            except (TopicError, OSError) as exc:
+                log.error("cannot create %s: %s", OFFSETS_TOPIC, exc)
+                return False
+        for partition in range(self._partitions):
+            if not (self.core.is_loaded(partition) or self.core.is_loading(partition)):
+                self._load(partition)
+        return True
+
+    def _load(self, partition: int) -> None:
+        """Replay one partition's records into the core (blocking reads of its log)."""
+        partition_log = self._broker.topics.log(OFFSETS_TOPIC, partition)
+        if partition_log is None:
+            return
+        self.core.begin_load(partition)
+        offset = partition_log.log_start_offset
+        end = partition_log.log_end_offset
+        try:
+            while offset < end:
+                chunk = partition_log.read(offset, LOAD_READ_BYTES, max_offset=end)
+                if chunk is None:
+                    break
+                for header, records in decode_batches(chunk.read_bytes()):
+                    offset = header.last_offset + 1
+                    if header.is_control:
+                        continue
+                    self.core.replay(
+                        partition, ((r.key, r.value) for r in records if r.key is not None)
+                    )
+        except (StorageError, ProtocolError) as exc:
+            # A partition that cannot be read stays unserved (NOT_COORDINATOR): serving its
+            # groups from partial state would hand out stale generations and offsets.
+            log.error("cannot load %s-%d: %s", OFFSETS_TOPIC, partition, exc)
+            self.core.unload(partition, self._broker.now_ms())
+            return
+        self._carry_out(self.core.complete_load(partition, self._broker.now_ms()))
+
+    def partition_leader(self, group_id: str) -> int | None:
+        """The node leading the group's `__consumer_offsets` partition, if it has one."""
+        topic = self._broker.cluster.topic(OFFSETS_TOPIC)
+        if topic is None:
+            return None
+        metadata = topic.partition(self.core.partition_for(group_id))
+        return metadata.leader_id if metadata is not None and metadata.leader_id >= 0 else None
+
+    # -- requests
+
+    async def call(self, invoke: Invoke) -> Message:
+        """Run one core call for a request and wait for its response."""
+        request_id = next(self._request_ids)
+        waiter = self._waiters[request_id] = _Waiter()
+        try:
+            self._carry_out(invoke(request_id, self._broker.now_ms()))
+            await waiter.done.wait()
+        finally:
+            del self._waiters[request_id]
+        assert waiter.response is not None
+        return waiter.response
+
+    def _carry_out(self, output: Output) -> None:
+        pending: deque[Output] = deque([output])
+        while pending:
+            current = pending.popleft()
+            for request_id, response in current.responses:
+                waiter = self._waiters.get(request_id)
+                if waiter is not None:  # else its connection went away meanwhile
+                    waiter.response = response
+                    waiter.done.set()
+            for append in current.appends:
+                error = self._write(append)
+                pending.append(self.core.append_completed(append.append_id, error, self._now()))
+            self._set_deadline(current.next_deadline_ms)
+
+    def _now(self) -> int:
+        return self._broker.now_ms()
+
+    def _write(self, append: Append) -> ErrorCode:
+        partition_log = self._broker.topics.log(OFFSETS_TOPIC, append.partition)
+        topic = self._broker.cluster.topic(OFFSETS_TOPIC)
+        metadata = topic.partition(append.partition) if topic is not None else None
+        if partition_log is None or metadata is None:
+            return ErrorCode.NOT_LEADER_OR_FOLLOWER
+        batch = encode_batch(
+            [
+                RecordInput(key=r.key, value=r.value, timestamp_ms=self._now())
+                for r in append.records
+            ]
+        )
+        try:
+            partition_log.append(batch, leader_epoch=metadata.leader_epoch)
+        except StorageError as exc:
+            log.error("append to %s-%d failed: %s", OFFSETS_TOPIC, append.partition, exc)
+            return exc.error_code
+        return ErrorCode.NONE
+
+    # -- timers
+
+    def _set_deadline(self, deadline_ms: int | None) -> None:
+        if deadline_ms != self._next_deadline_ms:
+            self._next_deadline_ms = deadline_ms
+            self._deadline_changed.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load an existing `__consumer_offsets`, then run the core's timers until cancelled."""
+        task_status.started()
+        if self._broker.cluster.topic(OFFSETS_TOPIC) is not None:
+            for partition in range(self._partitions):
+                if not (self.core.is_loaded(partition) or self.core.is_loading(partition)):
+                    self._load(partition)
+                await trio.sleep(0)
+        while True:
+            self._deadline_changed = trio.Event()
+            deadline_ms = self._next_deadline_ms
+            delay_s = (
+                math.inf if deadline_ms is None else max(0.0, (deadline_ms - self._now()) / 1000)
+            )
+            with trio.move_on_after(delay_s):
+                await self._deadline_changed.wait()
+                continue
+            self._carry_out(self.core.tick(self._now()))
