@@ -36,7 +36,7 @@ def produce(bootstrap: str, topic: str, count: int, partitions: int) -> None:
 
 def consume_in_group(
     bootstrap: str, topic: str, group: str, count: int, *, commit: bool = True
-) -> list[tuple[int | None, int | None, bytes | None]]:
+) -> list[tuple[int, int, bytes]]:
     """Subscribe in `group`, read `count` records (partition, offset, value), commit, close."""
     consumer = confluent_kafka.Consumer(
         {
@@ -50,7 +50,7 @@ def consume_in_group(
         }
     )
     consumer.subscribe([topic])
-    seen: list[tuple[int | None, int | None, bytes | None]] = []
+    seen: list[tuple[int, int, bytes]] = []
     try:
         for _ in range(POLLS_MAX):
             if len(seen) >= count:
@@ -59,7 +59,9 @@ def consume_in_group(
             if message is None:
                 continue
             assert message.error() is None, message.error()
-            seen.append((message.partition(), message.offset(), message.value()))
+            partition, offset, value = message.partition(), message.offset(), message.value()
+            assert partition is not None and offset is not None and value is not None
+            seen.append((partition, offset, value))
         if commit:
             consumer.commit(asynchronous=False)
     finally:
