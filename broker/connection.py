@@ -101,10 +101,17 @@ class Reject:
     reason: str
 
 
+REQUEST_ARRAY_ELEMENTS_MAX = 200_000
+"""Array elements one request may hold in all (partitions, topics, configs...). Decoding
+turns a few wire bytes per element into a dict of hundreds of bytes, so the frame size alone
+does not bound a request's memory; this does (tens of MB at worst). Real clients stay far
+below it: a Fetch of 10,000 partitions is about 10,000 elements."""
+
+
 def parse_request(frame: bytes, router: Router) -> Dispatch | Answer | Reject:
     """Decide what to do with one request frame (size prefix removed)."""
     try:
-        header, body = decode_request_header(frame)
+        header, body = decode_request_header(frame, array_elements_max=REQUEST_ARRAY_ELEMENTS_MAX)
     except ProtocolError as exc:
         return Reject(f"unparsable request header: {exc}")
     r = router.get(header.api_key)

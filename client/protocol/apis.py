@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from client.protocol.errors import CorruptMessageError, UnsupportedVersionError
 from client.protocol.messages import admin, data, groups
 from client.protocol.messages.api_versions import API_VERSIONS
-from client.protocol.primitives import Reader, Writer
+from client.protocol.primitives import ARRAY_ELEMENTS_UNLIMITED, Reader, Writer
 from client.protocol.schema import Api, Message
 
 ALL_APIS: tuple[Api, ...] = (API_VERSIONS, *data.APIS, *groups.APIS, *admin.APIS)
@@ -34,14 +34,17 @@ class RequestHeader:
     client_id: str | None = None
 
 
-def decode_request_header(frame: bytes | bytearray | memoryview) -> tuple[RequestHeader, Reader]:
-    """Parse a request frame's header; return it and a Reader positioned at the body.
+def decode_request_header(
+    frame: bytes | bytearray | memoryview, *, array_elements_max: int = ARRAY_ELEMENTS_UNLIMITED
+) -> tuple[RequestHeader, Reader]:
+    """Parse a request frame's header; return it and a Reader positioned at the body, which
+    allows the body at most `array_elements_max` array elements in all (see `Reader`).
 
     The header is parsed even when the API key or version is unknown, so that the caller can
     answer with the matching correlation id. The tagged fields of header v2 are skipped only
     when the API and version are known to be flexible.
     """
-    r = Reader(frame)
+    r = Reader(frame, array_elements_max=array_elements_max)
     try:
         api_key = r.int16()
         api_version = r.int16()

@@ -13,6 +13,7 @@ yields a list of chunks instead of one bytes object.
 from __future__ import annotations
 
 import struct
+import sys
 import uuid
 from typing import Protocol, runtime_checkable
 
@@ -37,15 +38,32 @@ class Splice(Protocol):
     def nbytes(self) -> int: ...
 
 
+ARRAY_ELEMENTS_UNLIMITED = sys.maxsize
+
+
 class Reader:
-    """Reads wire primitives from `buf[pos:end]`; every method advances `pos`."""
+    """Reads wire primitives from `buf[pos:end]`; every method advances `pos`.
 
-    __slots__ = ("buf", "end", "pos")
+    `array_elements_left` bounds the array elements all `array_length` calls may announce
+    together: a decoded element costs far more memory than its few wire bytes (a dict per
+    struct), so a receiver that decodes untrusted input sets a budget to bound what one
+    message can allocate, independently of its size in bytes.
+    """
 
-    def __init__(self, buf: bytes | bytearray | memoryview, pos: int = 0, end: int | None = None):
+    __slots__ = ("array_elements_left", "buf", "end", "pos")
+
+    def __init__(
+        self,
+        buf: bytes | bytearray | memoryview,
+        pos: int = 0,
+        end: int | None = None,
+        *,
+        array_elements_max: int = ARRAY_ELEMENTS_UNLIMITED,
+    ):
         self.buf = memoryview(buf).cast("B") if not isinstance(buf, memoryview) else buf
         self.pos = pos
         self.end = len(self.buf) if end is None else end
+        self.array_elements_left = array_elements_max
 
     @property
     def remaining(self) -> int:
@@ -173,6 +191,9 @@ class Reader:
             raise CorruptMessageError(
                 f"array of {n} elements in {self.end - self.pos} remaining bytes"
             )
+        self.array_elements_left -= n
+        if self.array_elements_left < 0:
+            raise CorruptMessageError(f"array of {n} elements exceeds the message's element budget")
         return n
 
     @staticmethod

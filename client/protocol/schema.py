@@ -300,8 +300,9 @@ class StructCodec:
                 raise CorruptMessageError(f"tagged field {tag} of {size} bytes overruns")
             known = self.tagged.get(tag)
             if known is not None:
-                sub = Reader(r.buf, r.pos, end)
+                sub = Reader(r.buf, r.pos, end, array_elements_max=r.array_elements_left)
                 msg[known[0]] = known[1](sub)
+                r.array_elements_left = sub.array_elements_left
                 if sub.pos != end:
                     raise CorruptMessageError(f"tagged field {tag} has trailing bytes")
             r.pos = end  # unknown tags are skipped

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import trio
 
+from broker.connection import REQUEST_ARRAY_ELEMENTS_MAX
 from client.protocol.errors import ErrorCode
 from tests.integration.conftest import RunningBroker, StartBroker, local_config
 from tests.integration.wire import WireClient, api_ranges, metadata_request
@@ -157,6 +158,23 @@ async def test_huge_array_count_closes_the_connection(broker: RunningBroker) -> 
         hostile = frame[:-4] + struct.pack(">i", 2**31 - 1)
         await client.send_raw(hostile)
         await client.assert_closed_by_broker()
+    await assert_still_serving(broker)
+
+
+async def test_a_request_beyond_the_array_element_budget_closes(broker: RunningBroker) -> None:
+    # Small in bytes (two bytes per empty topic name) but costly once decoded.
+    names = REQUEST_ARRAY_ELEMENTS_MAX + 1
+    async with await broker.client() as client:
+        header = struct.pack(">hhih", METADATA, 1, 11, -1)
+        body = struct.pack(">i", names) + b"\0\0" * names
+        await client.send_raw(struct.pack(">i", len(header) + len(body)) + header + body)
+        await client.assert_closed_by_broker()
+    async with await broker.client() as client:
+        names_within = [f"t{i}" for i in range(1000)]
+        within = await client.request(
+            METADATA, 9, metadata_request(*names_within, allow_auto_create=False)
+        )
+        assert [t["name"] for t in within["topics"]] == names_within
     await assert_still_serving(broker)
 
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from client.protocol.apis import API_BY_KEY
 from client.protocol.errors import CorruptMessageError
 from client.protocol.primitives import Reader, Writer, encode_uvarint, encode_varint
 from tests.protocol.strategies import DETERMINISTIC
@@ -327,3 +328,31 @@ def test_unspliced_chunks_are_one_bytes_object() -> None:
     w.int32(5)
     assert w.chunks() == [b"\x00\x00\x00\x05"]
     assert w.nbytes == 4
+
+
+def test_array_element_budget_spans_every_array_of_a_message() -> None:
+    metadata = API_BY_KEY[3]
+    w = Writer()
+    metadata.encode_request(w, {"topics": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}, 1)
+    body = w.getvalue()
+    assert len(metadata.decode_request(Reader(body, array_elements_max=3), 1)["topics"]) == 3
+    with pytest.raises(CorruptMessageError, match="element budget"):
+        metadata.decode_request(Reader(body, array_elements_max=2), 1)
+    # Budgets are shared across nested arrays: 2 topics x 2 partitions = 2 + 4 elements.
+    delete_records = API_BY_KEY[21]
+    w = Writer()
+    delete_records.encode_request(
+        w,
+        {
+            "topics": [
+                {"name": t, "partitions": [{"partition_index": p, "offset": 0} for p in (0, 1)]}
+                for t in ("x", "y")
+            ],
+            "timeout_ms": 1,
+        },
+        0,
+    )
+    nested = w.getvalue()
+    delete_records.decode_request(Reader(nested, array_elements_max=6), 0)
+    with pytest.raises(CorruptMessageError):
+        delete_records.decode_request(Reader(nested, array_elements_max=5), 0)
