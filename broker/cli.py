@@ -93,6 +93,9 @@ def _run_dev(args: argparse.Namespace) -> int:
             listeners=(ListenerConfig(name="PLAINTEXT", host=args.host, port=args.port),),
             data_dir=args.data_dir,
             auto_create_topics_enable=True,
+            # A development broker serves one developer's consumers: no reason to hold a new
+            # group's first rebalance back for more members (Kafka's advice for dev and tests).
+            group_initial_rebalance_delay_ms=0,
         )
     except ConfigError as exc:
         print(f"tidelog: {exc}", file=sys.stderr)
