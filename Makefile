@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: run test lint typecheck unit bench bench-smoke clean
 
@@ -21,6 +22,10 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(RUN_STAMP)
 
+$(BENCH_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@ $(DEV_STAMP) $(RUN_STAMP)
+
 run: $(RUN_STAMP)
 	$(BIN)/tidelog dev
 
@@ -35,10 +40,10 @@ unit: $(DEV_STAMP)
 
 test: lint typecheck unit
 
-bench: $(DEV_STAMP)
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.codec
 	$(BIN)/python -m bench.storage
-	$(BIN)/python -m bench.broker
+	$(BIN)/python -m bench run
 
 clean:
 	rm -rf $(VENV) tidelog-data

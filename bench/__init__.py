@@ -1,2 +1,4 @@
-"""Benchmarks: each module runs with `python -m bench.<name>`, and `--smoke` runs tiny sizes
-in a few seconds so the test suite can keep every benchmark working."""
+"""Benchmarks. `python -m bench run` measures tidelog and its peers side by side and writes a
+report (see `bench.__main__`); `python -m bench.codec`, `bench.storage` and `bench.broker`
+measure one layer each. Every one has `--smoke`, which runs tiny sizes in seconds so that the
+test suite keeps it working."""

@@ -1,0 +1,100 @@
+"""The broker under test: `python -m broker.cli broker --config <work>/broker.toml`.
+
+The config sets port 0 on 127.0.0.1, a data directory under the work directory and
+`num.partitions`; everything else is what `tidelog dev` runs with (no fsync per write: the
+log is in the page cache, flushed on shutdown, as Kafka's default). The broker prints
+`tidelog ready: bootstrap HOST:PORT` once it accepts connections; at the end it is sent
+SIGTERM and must exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from bench.processes import Server, read_first_line, running
+from bench.systems import ClientAdapter
+from storage.log_directory import partition_dir_name
+from storage.segment import LOG_SUFFIX
+
+REPO = Path(__file__).resolve().parents[2]
+READY_PREFIX = "tidelog ready: bootstrap "
+START_TIMEOUT_S = 30.0
+
+
+@contextlib.contextmanager
+def started_broker(
+    work_dir: Path, partitions: int, profile_path: Path | None = None
+) -> Iterator[Server]:
+    """Run a broker subprocess on 127.0.0.1 with a data dir under `work_dir`; SIGTERM it on
+    exit and fail if it does not stop cleanly. With `profile_path`, the broker runs under
+    cProfile, which writes its statistics there when the broker exits."""
+    data_dir = work_dir / "data"
+    config_path = work_dir / "broker.toml"
+    # A JSON string is a valid TOML basic string.
+    config_path.write_text(
+        f"data_dir = {json.dumps(str(data_dir))}\nnum.partitions = {partitions}\n"
+        '[[listeners]]\nhost = "127.0.0.1"\nport = 0\n'
+    )
+    log_path = work_dir / "broker.log"
+    argv = [sys.executable, "-m", "broker.cli", "broker", "--config", str(config_path)]
+    if profile_path is not None:
+        argv[1:1] = ["-m", "cProfile", "-o", str(profile_path)]
+    with running(
+        "tidelog broker", argv, log_path, cwd=REPO, stdout_pipe=True, require_clean_exit=True
+    ) as process:
+        try:
+            line = read_first_line(process, START_TIMEOUT_S)
+        except RuntimeError as exc:
+            raise RuntimeError(f"broker: {exc}; its log:\n{log_path.read_text()[-4000:]}") from None
+        if not line.startswith(READY_PREFIX):
+            raise RuntimeError(f"unexpected first line from the broker: {line!r}")
+        host, _, port = line.removeprefix(READY_PREFIX).rpartition(":")
+        yield Server(host, int(port), process.pid, data_dir)
+
+
+def log_bytes(data_dir: Path | None, topic: str, partitions: int) -> int | None:
+    """Bytes in the segment files of `topic`'s partitions, or None without a data dir."""
+    if data_dir is None:
+        return None
+    total = 0
+    for partition in range(partitions):
+        directory = data_dir / partition_dir_name(topic, partition)
+        if directory.is_dir():
+            total += sum(p.stat().st_size for p in directory.glob(f"*{LOG_SUFFIX}"))
+    return total
+
+
+class Tidelog:
+    name = "tidelog"
+    durability = (
+        "segment log in the page cache, no fsync per write (log.flush.interval.* unset, "
+        "Kafka's default); acks=1: the leader appended"
+    )
+
+    def __init__(
+        self, clients: Sequence[ClientAdapter] | None = None, profile_path: Path | None = None
+    ) -> None:
+        self.profile_path = profile_path
+        from bench.systems.kafka_confluent import ConfluentKafka
+        from bench.systems.kafka_trio import TidelogClient
+
+        self.clients: tuple[ClientAdapter, ...] = (
+            (ConfluentKafka(), TidelogClient()) if clients is None else tuple(clients)
+        )
+
+    def missing(self) -> str | None:
+        return None
+
+    def version(self) -> str | None:
+        try:
+            return importlib.metadata.version("tidelog")
+        except importlib.metadata.PackageNotFoundError:
+            return "source tree"
+
+    def start(self, work_dir: Path, partitions: int) -> contextlib.AbstractContextManager[Server]:
+        return started_broker(work_dir, partitions, self.profile_path)
