@@ -1,4 +1,5 @@
-"""tidelog's Kafka client on trio: `Producer`, `Consumer` (manual assignment) and `Admin`.
+"""tidelog's Kafka client on trio: `Producer`, `Consumer` (manual assignment or consumer
+groups) and `Admin`.
 
     from client import Producer, Consumer, Admin, NewTopic, TopicPartition
 
@@ -28,6 +29,15 @@ _EXPORTS = {
     "RecordMetadata": "client.structs",
     "ConsumerRecord": "client.structs",
     "NewTopic": "client.structs",
+    "OffsetAndMetadata": "client.structs",
+    "ConsumerGroupMetadata": "client.structs",
+    "RebalanceListener": "client.group_coordinator",
+    "CommitFailedError": "client.errors",
+    "RebalanceInProgressError": "client.errors",
+    "FencedInstanceIdError": "client.errors",
+    "IllegalGenerationError": "client.errors",
+    "UnknownMemberIdError": "client.errors",
+    "GroupAuthorizationFailedError": "client.errors",
     "KafkaError": "client.errors",
     "ConfigError": "client.errors",
     "KafkaConnectionError": "client.errors",
@@ -57,12 +67,17 @@ __all__ = [
     "BrokerResponseError",
     "ClientClosedError",
     "ClusterDescription",
+    "CommitFailedError",
     "ConfigEntry",
     "ConfigError",
     "ConfigResource",
     "ConfigResourceType",
     "Consumer",
+    "ConsumerGroupMetadata",
     "ConsumerRecord",
+    "FencedInstanceIdError",
+    "GroupAuthorizationFailedError",
+    "IllegalGenerationError",
     "IncompatibleBrokerError",
     "InvalidConfigError",
     "InvalidPartitionsError",
@@ -76,17 +91,21 @@ __all__ = [
     "NewTopic",
     "NoOffsetForPartitionError",
     "NotLeaderOrFollowerError",
+    "OffsetAndMetadata",
     "OffsetAndTimestamp",
     "OffsetOutOfRangeError",
     "OutOfOrderSequenceNumberError",
     "PartitionInfo",
     "Producer",
+    "RebalanceInProgressError",
+    "RebalanceListener",
     "RecordFuture",
     "RecordMetadata",
     "RecordTooLargeError",
     "TopicAlreadyExistsError",
     "TopicInfo",
     "TopicPartition",
+    "UnknownMemberIdError",
     "UnknownTopicOrPartitionError",
     "error_for_code",
 ]
@@ -114,7 +133,11 @@ if TYPE_CHECKING:
     from client.errors import (
         BrokerResponseError,
         ClientClosedError,
+        CommitFailedError,
         ConfigError,
+        FencedInstanceIdError,
+        GroupAuthorizationFailedError,
+        IllegalGenerationError,
         IncompatibleBrokerError,
         InvalidConfigError,
         InvalidPartitionsError,
@@ -129,12 +152,22 @@ if TYPE_CHECKING:
         NotLeaderOrFollowerError,
         OffsetOutOfRangeError,
         OutOfOrderSequenceNumberError,
+        RebalanceInProgressError,
         RecordTooLargeError,
         TopicAlreadyExistsError,
+        UnknownMemberIdError,
         UnknownTopicOrPartitionError,
         error_for_code,
     )
+    from client.group_coordinator import RebalanceListener
     from client.metadata import BrokerInfo, PartitionInfo, TopicInfo
     from client.offsets import OffsetAndTimestamp
     from client.producer import Producer, RecordFuture
-    from client.structs import ConsumerRecord, NewTopic, RecordMetadata, TopicPartition
+    from client.structs import (
+        ConsumerGroupMetadata,
+        ConsumerRecord,
+        NewTopic,
+        OffsetAndMetadata,
+        RecordMetadata,
+        TopicPartition,
+    )

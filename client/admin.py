@@ -1,4 +1,4 @@
-"""The admin client: topics, partitions, configs, offsets, records, cluster.
+"""The admin client: topics, partitions, configs, offsets, records, cluster, consumer groups.
 
     async with Admin(bootstrap_servers="127.0.0.1:9092") as admin:
         await admin.create_topics([NewTopic("events", num_partitions=3)])
@@ -7,7 +7,8 @@
 Each call retries retriable failures (lost connections, NOT_CONTROLLER, leaders moving)
 with backoff until `default_api_timeout_ms`, then raises `KafkaTimeoutError`. Topic creation,
 deletion and partition changes go to the controller named by Metadata; per-partition calls
-to each partition's leader; the rest to any broker.
+to each partition's leader; consumer-group calls to the group's coordinator (found with
+FindCoordinator), except `list_groups`, which asks every broker; the rest to any broker.
 
 Calls that act on several entities (topics, resources, partitions) apply to each
 independently; when some fail, the call raises the error of the first failed entity (its
@@ -17,25 +18,16 @@ message names it) after the others took effect.
 from __future__ import annotations
 
 import enum
-import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextlib import AsyncExitStack
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 import trio
 
-from client.cluster import Cluster, exit_owned_nursery
-from client.config import AdminConfig
-from client.connection import BrokerConnection, Connector, backoff_s
-from client.errors import (
-    ClientClosedError,
-    KafkaError,
-    KafkaProtocolError,
-    KafkaTimeoutError,
-    error_for_code,
-)
+from client.admin_base import GiveUp, Retry, unanswered
+from client.admin_groups import GroupAdmin
+from client.connection import BrokerConnection
+from client.errors import KafkaError, error_for_code
 from client.metadata import BrokerInfo, ClusterMetadata, TopicInfo
 from client.offsets import EARLIEST, LATEST, MAX_TIMESTAMP, OffsetAndTimestamp, list_offsets
 from client.protocol.errors import ErrorCode
@@ -50,8 +42,6 @@ from client.protocol.messages.data import DELETE_RECORDS, DESCRIBE_CLUSTER, META
 from client.protocol.primitives import ZERO_UUID
 from client.protocol.schema import Message
 from client.structs import NewTopic, TopicPartition
-
-T = TypeVar("T")
 
 
 class ConfigResourceType(enum.IntEnum):
@@ -118,146 +108,11 @@ _SPEC_TIMESTAMPS = {"earliest": EARLIEST, "latest": LATEST, "max_timestamp": MAX
 _REROUTE_ERRORS = frozenset({ErrorCode.NOT_CONTROLLER})
 
 
-class _Retry(Exception):
-    """Raised inside an attempt: refresh metadata, back off, and try again."""
-
-    def __init__(self, error: KafkaError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class _Final(Exception):
-    """Raised inside an attempt: give up with `error`, even if it is retriable in general."""
-
-    def __init__(self, error: KafkaError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class Admin:
+class Admin(GroupAdmin):
     """Kafka admin client on trio. Keyword arguments are `AdminConfig` fields
     (`bootstrap_servers`, `client_id`, `request_timeout_ms`, `retry_backoff_ms`,
     `default_api_timeout_ms`, TLS settings, ...). `connector` replaces how connections are
     opened; `rng` seeds backoff jitter."""
-
-    def __init__(
-        self,
-        *,
-        connector: Connector | None = None,
-        rng: random.Random | None = None,
-        **config: Any,
-    ) -> None:
-        self.config = AdminConfig(**config)
-        self._rng = rng or random.Random()
-        self._cluster = Cluster(
-            self.config, connector=connector, allow_auto_topic_creation=False, rng=self._rng
-        )
-        self._nursery: trio.Nursery | None = None
-        self._exit_stack: AsyncExitStack | None = None
-        self._closed = False
-
-    async def __aenter__(self) -> Admin:
-        if self._exit_stack is not None or self._closed:
-            raise ClientClosedError("an Admin can be entered once")
-        stack = AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-            await self._nursery.start(self._cluster.run)
-        except BaseException as exc:
-            await stack.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._exit_stack = stack
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        return await self._shutdown(exc)
-
-    async def aclose(self) -> None:
-        await self._shutdown(None)
-
-    async def _shutdown(self, exc: BaseException | None) -> bool:
-        stack, self._exit_stack = self._exit_stack, None
-        self._closed = True
-        if stack is None:
-            return False
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
-        try:
-            return await exit_owned_nursery(stack, exc)
-        finally:
-            self._nursery = None
-
-    # --- plumbing ------------------------------------------------------------------------
-
-    def _deadline(self, timeout_ms: int | None) -> float:
-        timeout = self.config.default_api_timeout_ms if timeout_ms is None else timeout_ms
-        return trio.current_time() + timeout / 1000
-
-    async def _retrying(
-        self, what: str, deadline: float, attempt_once: Callable[[], Awaitable[T]]
-    ) -> T:
-        """Run `attempt_once` until it returns, retrying `_Retry` and retriable errors with
-        backoff (and a metadata refresh) until `deadline`."""
-        if self._closed or self._nursery is None:
-            raise ClientClosedError("the admin client is closed" if self._closed else "not started")
-        attempt = 0
-        error: KafkaError | None = None
-        while True:
-            try:
-                with trio.fail_at(deadline):
-                    return await attempt_once()
-            except trio.TooSlowError:
-                # Name the error that made the earlier attempts fail, if there was one.
-                detail = "" if error is None else f" (last error: {error})"
-                raise KafkaTimeoutError(f"{what} did not finish in time{detail}") from error
-            except _Final as final:
-                raise final.error from None
-            except _Retry as retry:
-                error = retry.error
-            except KafkaError as exc:
-                if not exc.retriable:
-                    raise
-                error = exc
-            attempt += 1
-            self._cluster.request_update()
-            delay = backoff_s(
-                attempt,
-                self.config.retry_backoff_ms,
-                self.config.retry_backoff_max_ms,
-                self._rng.uniform(-1, 1),
-            )
-            if trio.current_time() + delay >= deadline:
-                raise KafkaTimeoutError(f"{what} did not succeed in time: {error}") from error
-            await trio.sleep(delay)
-
-    async def _metadata(self) -> ClusterMetadata:
-        """Fresh metadata (brokers, controller), waiting for the first refresh."""
-        if self._cluster.metadata.version == 0:
-            await self._cluster.refresh()
-        return self._cluster.metadata
-
-    async def _controller(self) -> BrokerConnection:
-        metadata = await self._metadata()
-        if metadata.controller_id < 0:
-            raise _Retry(error_for_code(ErrorCode.NOT_CONTROLLER, "no controller known"))
-        return await self._cluster.connection(metadata.controller_id)
-
-    @staticmethod
-    def _raise_first(errors: list[KafkaError]) -> None:
-        if errors:
-            raise errors[0]
-
-    @staticmethod
-    def _entity_error(code: int, message: str | None, entity: str) -> KafkaError | None:
-        if code == ErrorCode.NONE:
-            return None
-        return error_for_code(code, f"{entity}: {message}" if message else entity)
 
     # --- topics --------------------------------------------------------------------------
 
@@ -294,8 +149,8 @@ class Admin:
                 if error is not None:
                     errors.append(error)
             if reroute is not None:
-                raise _Retry(reroute)
-            errors.extend(_unanswered("CreateTopics", pending))
+                raise Retry(reroute)
+            errors.extend(unanswered("CreateTopics", pending))
             pending.clear()
 
         if pending:
@@ -329,8 +184,8 @@ class Admin:
                 if error is not None:
                     errors.append(error)
             if reroute is not None:
-                raise _Retry(reroute)
-            errors.extend(_unanswered("DeleteTopics", pending))
+                raise Retry(reroute)
+            errors.extend(unanswered("DeleteTopics", pending))
             pending.clear()
 
         if pending:
@@ -374,8 +229,8 @@ class Admin:
                 if code != ErrorCode.NONE:
                     error = error_for_code(code, f"topic {topic['name']!r}")
                     if code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION or not error.retriable:
-                        raise _Final(error)
-                    raise _Retry(error)
+                        raise GiveUp(error)
+                    raise Retry(error)
             view.update(response, trio.current_time(), names)
             return dict(view.topics)
 
@@ -416,16 +271,13 @@ class Admin:
                 if error is not None:
                     errors.append(error)
             if reroute is not None:
-                raise _Retry(reroute)
-            errors.extend(_unanswered("CreatePartitions", pending))
+                raise Retry(reroute)
+            errors.extend(unanswered("CreatePartitions", pending))
             pending.clear()
 
         if pending:
             await self._retrying("CreatePartitions", deadline, attempt)
         self._raise_first(errors)
-
-    def _broker_timeout_ms(self, deadline: float) -> int:
-        return max(int((deadline - trio.current_time()) * 1000), 1)
 
     # --- configs -------------------------------------------------------------------------
 
@@ -481,7 +333,7 @@ class Admin:
                     )
                     for c in result["configs"]
                 }
-            errors.extend(_unanswered("DescribeConfigs", [r for r in wanted if r not in answered]))
+            errors.extend(unanswered("DescribeConfigs", [r for r in wanted if r not in answered]))
             return out
 
         described = await self._retrying("DescribeConfigs", self._deadline(None), attempt)
@@ -532,7 +384,7 @@ class Admin:
                 if error is not None:
                     errors.append(error)
                 answered.add(resource)
-            errors.extend(_unanswered("IncrementalAlterConfigs", set(pending) - answered))
+            errors.extend(unanswered("IncrementalAlterConfigs", set(pending) - answered))
 
         if pending:
             await self._retrying("IncrementalAlterConfigs", self._deadline(None), attempt)
@@ -583,7 +435,7 @@ class Admin:
             for tp in pending:
                 leader = metadata.leader_for(tp)
                 if leader is None:
-                    raise _Retry(error_for_code(ErrorCode.LEADER_NOT_AVAILABLE, str(tp)))
+                    raise Retry(error_for_code(ErrorCode.LEADER_NOT_AVAILABLE, str(tp)))
                 by_leader.setdefault(leader, []).append(tp)
             retry: list[KafkaError] = []
             for leader, partitions in by_leader.items():
@@ -615,7 +467,7 @@ class Admin:
                             errors.append(error)
                             del pending[tp]
             if retry:
-                raise _Retry(retry[0])
+                raise Retry(retry[0])
 
         if pending:
             await self._retrying("DeleteRecords", deadline, attempt)
@@ -654,11 +506,6 @@ class Admin:
             )
 
         return await self._retrying("DescribeCluster", self._deadline(None), attempt)
-
-
-def _unanswered(api: str, entities: Iterable[object]) -> list[KafkaError]:
-    """Errors for entities that a response should have answered and did not."""
-    return [KafkaProtocolError(f"the {api} response says nothing of {e}") for e in entities]
 
 
 def _creatable_topic(topic: NewTopic) -> Message:

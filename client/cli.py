@@ -4,6 +4,7 @@
     tidelog produce TOPIC        lines of stdin (or --file) become records
     tidelog consume TOPIC        records to stdout, by kcat-style template or as JSON
     tidelog cluster info         cluster id, controller, brokers
+    tidelog group list|describe|reset-offsets|delete ...   consumer groups, lag, offsets
 
 Every command takes `-b/--brokers HOST:PORT,...` (default `$TIDELOG_BROKERS`, else
 127.0.0.1:9092), `--timeout-ms` (how long to wait for an unreachable cluster or a stalled
@@ -19,6 +20,7 @@ import argparse
 
 from client.cli_common import connection_options
 from client.cli_consume import add_consume_command
+from client.cli_groups import add_group_commands
 from client.cli_produce import add_produce_command
 from client.cli_topics import add_cluster_commands, add_topic_commands
 
@@ -31,3 +33,4 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     add_produce_command(subparsers, common)
     add_consume_command(subparsers, common)
     add_cluster_commands(subparsers, common)
+    add_group_commands(subparsers, common)

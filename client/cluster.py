@@ -176,34 +176,8 @@ class Cluster:
         host, port = address
         backoff = self._backoff.setdefault(node_id, _NodeBackoff())
         await trio.sleep_until(backoff.next_attempt_at)
-        nursery = self._spawn_nursery()
         try:
-            try:
-                stream = await self._connector(host, port)
-            except trio.TooSlowError:
-                raise KafkaConnectionError(
-                    f"connecting to broker {node_id} at {host}:{port} timed out"
-                ) from None
-            except (OSError, trio.BrokenResourceError) as exc:
-                raise KafkaConnectionError(
-                    f"cannot connect to broker {node_id} at {host}:{port}: {exc}"
-                ) from exc
-            connection = BrokerConnection(
-                stream,
-                node_id=node_id,
-                host=host,
-                port=port,
-                client_id=self.config.client_id,
-                request_timeout_s=self.config.request_timeout_ms / 1000,
-                max_frame_bytes=self.config.receive_message_max_bytes,
-                max_in_flight=self._max_in_flight,
-            )
-            await nursery.start(connection.serve)
-            try:
-                await connection.negotiate_api_versions()
-            except BaseException:
-                connection.close()
-                raise
+            connection = await self._open(node_id, host, port)
         except KafkaError:
             backoff.failures += 1
             backoff.next_attempt_at = trio.current_time() + backoff_s(
@@ -219,6 +193,47 @@ class Cluster:
         backoff.next_attempt_at = float("-inf")
         self._connections[node_id] = connection
         log.debug("connected to broker %d at %s:%d", node_id, host, port)
+        return connection
+
+    async def open_dedicated_connection(
+        self, node_id: int, host: str, port: int
+    ) -> BrokerConnection:
+        """A new connection to a broker, not shared with other requests: for requests a
+        broker may hold for long (JoinGroup, SyncGroup), which would otherwise hold up
+        every later response on their connection (brokers answer in request order). The
+        caller closes it; it is closed with the cluster at the latest. Raises
+        `KafkaConnectionError` when the broker cannot be reached."""
+        return await self._open(node_id, host, port)
+
+    async def _open(self, node_id: int, host: str, port: int) -> BrokerConnection:
+        """Connect, start the reader task, negotiate versions."""
+        nursery = self._spawn_nursery()
+        try:
+            stream = await self._connector(host, port)
+        except trio.TooSlowError:
+            raise KafkaConnectionError(
+                f"connecting to broker {node_id} at {host}:{port} timed out"
+            ) from None
+        except (OSError, trio.BrokenResourceError) as exc:
+            raise KafkaConnectionError(
+                f"cannot connect to broker {node_id} at {host}:{port}: {exc}"
+            ) from exc
+        connection = BrokerConnection(
+            stream,
+            node_id=node_id,
+            host=host,
+            port=port,
+            client_id=self.config.client_id,
+            request_timeout_s=self.config.request_timeout_ms / 1000,
+            max_frame_bytes=self.config.receive_message_max_bytes,
+            max_in_flight=self._max_in_flight,
+        )
+        await nursery.start(connection.serve)
+        try:
+            await connection.negotiate_api_versions()
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
     def candidate_nodes(self) -> list[int]:
@@ -265,6 +280,13 @@ class Cluster:
             self._topics = wanted
             if grew:
                 self.request_update()
+
+    def track_all_topics(self, enabled: bool) -> None:
+        """Request the metadata of every topic (for pattern subscriptions), or only of the
+        tracked ones."""
+        if enabled != self._all_topics:
+            self._all_topics = enabled
+            self.request_update()
 
     def request_update(self) -> None:
         """Ask for a metadata refresh soon (rate-limited by `retry_backoff_ms`)."""

@@ -235,9 +235,13 @@ class ProducerConfig(CommonConfig):
         return bool(self.enable_idempotence)
 
 
+PARTITION_ASSIGNMENT_STRATEGIES = ("range", "roundrobin", "cooperative-sticky")
+"""The `partition.assignment.strategy` names the client implements (see client.assignors)."""
+
+
 @dataclass(kw_only=True)
 class ConsumerConfig(CommonConfig):
-    """Consumer settings (manual assignment)."""
+    """Consumer settings: fetching, and (with `group_id`) consumer-group membership."""
 
     auto_offset_reset: Literal["earliest", "latest", "none"] = "latest"
     """`auto.offset.reset`: where to start a partition without a position, or whose
@@ -262,6 +266,46 @@ class ConsumerConfig(CommonConfig):
     """`max.poll.records`: most records `getmany` returns at once."""
     check_crcs: bool = True
     """`check.crcs`: verify each fetched batch's CRC-32C."""
+    default_api_timeout_ms: int = 60_000
+    """`default.api.timeout.ms`: how long `commit`, `committed` and similar calls may take,
+    retries included."""
+    group_id: str | None = None
+    """`group.id`: the consumer group to join (`subscribe`) or commit offsets for. None means
+    no group: only manual assignment, no commits."""
+    group_instance_id: str | None = None
+    """`group.instance.id`: makes this a static member (KIP-345): a restart within
+    `session_timeout_ms` takes back the same assignment without a rebalance, and closing does
+    not leave the group."""
+    session_timeout_ms: int = 45_000
+    """`session.timeout.ms`: the coordinator drops a member it has not heard from this long."""
+    heartbeat_interval_ms: int = 3_000
+    """`heartbeat.interval.ms`: time between heartbeats; must be below `session_timeout_ms`
+    (a third of it or less is usual)."""
+    max_poll_interval_ms: int = 300_000
+    """`max.poll.interval.ms`: an application that takes longer than this between calls to
+    `getone`/`getmany` (or async iteration steps) is taken to be stuck: the consumer leaves
+    the group, giving up its partitions, and rejoins on its next call. Also the default
+    rebalance timeout."""
+    rebalance_timeout_ms: int | None = None
+    """How long the coordinator waits for every member to rejoin in a rebalance (the
+    JoinGroup RebalanceTimeoutMs); None means `max_poll_interval_ms`, as the Java client
+    sends."""
+    enable_auto_commit: bool = True
+    """`enable.auto.commit`: with a `group_id`, commit the positions of records the
+    application has finished with every `auto_commit_interval_ms`, before partitions are
+    revoked, and on close."""
+    auto_commit_interval_ms: int = 5_000
+    """`auto.commit.interval.ms`: time between automatic commits."""
+    partition_assignment_strategy: str | Sequence[str] = ("range", "roundrobin")
+    """`partition.assignment.strategy`: assignors in order of preference, by name ("range",
+    "roundrobin", "cooperative-sticky"; a list or a comma-separated string). The default is
+    librdkafka's. The group's rebalance protocol is cooperative when every listed assignor
+    supports it (i.e. only "cooperative-sticky"), else eager."""
+    exclude_internal_topics: bool = True
+    """`exclude.internal.topics`: a pattern subscription never matches internal topics
+    (`__consumer_offsets`)."""
+    assignment_strategies: tuple[str, ...] = field(init=False, repr=False)
+    """`partition_assignment_strategy`, parsed."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -274,6 +318,42 @@ class ConsumerConfig(CommonConfig):
         _at_least("fetch_max_bytes", self.fetch_max_bytes, 1)
         _at_least("max_partition_fetch_bytes", self.max_partition_fetch_bytes, 1)
         _at_least("max_poll_records", self.max_poll_records, 1)
+        _at_least("default_api_timeout_ms", self.default_api_timeout_ms, 1)
+        if self.group_id is not None and not isinstance(self.group_id, str):
+            raise ConfigError(f"group_id must be a string, got {self.group_id!r}")
+        if self.group_instance_id is not None:
+            if self.group_id is None:
+                raise ConfigError("group_instance_id needs a group_id")
+            if not self.group_instance_id:
+                raise ConfigError("group_instance_id must not be empty")
+        _at_least("session_timeout_ms", self.session_timeout_ms, 1)
+        _at_least("heartbeat_interval_ms", self.heartbeat_interval_ms, 1)
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ConfigError("heartbeat_interval_ms must be lower than session_timeout_ms")
+        _at_least("max_poll_interval_ms", self.max_poll_interval_ms, 1)
+        if self.rebalance_timeout_ms is not None:
+            _at_least("rebalance_timeout_ms", self.rebalance_timeout_ms, 1)
+        _at_least("auto_commit_interval_ms", self.auto_commit_interval_ms, 1)
+        strategies = self.partition_assignment_strategy
+        names = strategies.split(",") if isinstance(strategies, str) else list(strategies)
+        parsed = tuple(dict.fromkeys(name.strip() for name in names if name.strip()))
+        if not parsed:
+            raise ConfigError("partition_assignment_strategy names no assignor")
+        unknown = [name for name in parsed if name not in PARTITION_ASSIGNMENT_STRATEGIES]
+        if unknown:
+            raise ConfigError(
+                f"unknown partition_assignment_strategy {', '.join(unknown)} "
+                f"(known: {', '.join(PARTITION_ASSIGNMENT_STRATEGIES)})"
+            )
+        self.assignment_strategies = parsed
+
+    @property
+    def effective_rebalance_timeout_ms(self) -> int:
+        """The JoinGroup rebalance timeout: `rebalance_timeout_ms`, else
+        `max_poll_interval_ms`."""
+        if self.rebalance_timeout_ms is None:
+            return self.max_poll_interval_ms
+        return self.rebalance_timeout_ms
 
     @property
     def isolation_level_code(self) -> int:

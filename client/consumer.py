@@ -1,4 +1,4 @@
-"""The consumer, with manual partition assignment (consumer groups come later).
+"""The consumer: manual partition assignment, or consumer-group membership.
 
     async with Consumer(bootstrap_servers="127.0.0.1:9092",
                         auto_offset_reset="earliest") as consumer:
@@ -6,10 +6,17 @@
         async for record in consumer:
             handle(record)
 
-Tasks, all in the nursery `async with` opens: the cluster service, an offset resolver
-(ListOffsets for partitions without a position: after `assign` with `auto_offset_reset`, after
-`seek_to_beginning`/`seek_to_end`, or after OFFSET_OUT_OF_RANGE), a supervisor that starts
-one fetcher per partition leader, and the fetchers. A fetcher keeps one Fetch request in
+    async with Consumer(bootstrap_servers="127.0.0.1:9092", group_id="billing") as consumer:
+        consumer.subscribe(["events"], on_assign=..., on_revoke=...)
+        async for record in consumer:
+            handle(record)          # positions are committed every auto_commit_interval_ms
+
+Tasks, all in the nursery `async with` opens: the cluster service, the group coordinator
+client (with a `group_id`: membership, heartbeats, commits; see `client.group_coordinator`),
+an offset resolver (the group's committed offset for partitions the group assigns, then
+ListOffsets for partitions without a position: after `assign` with `auto_offset_reset`,
+after `seek_to_beginning`/`seek_to_end`, or after OFFSET_OUT_OF_RANGE), a supervisor that
+starts one fetcher per partition leader, and the fetchers. A fetcher keeps one Fetch request in
 flight to its broker for every partition of that broker with less than twice
 `max_partition_fetch_bytes` buffered, so the next response is fetched while the application
 works through the current one (see `client.fetcher`). Full fetch requests, no fetch
@@ -20,7 +27,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
@@ -33,6 +41,7 @@ from client.config import ConsumerConfig
 from client.connection import BrokerConnection, Connector, backoff_s
 from client.errors import (
     ClientClosedError,
+    ConfigError,
     IncompatibleBrokerError,
     KafkaError,
     KafkaProtocolError,
@@ -41,11 +50,18 @@ from client.errors import (
     error_for_code,
 )
 from client.fetcher import FetchedChunk, SubscriptionState, decode_partition_records
+from client.group_commits import CommitCallback
+from client.group_coordinator import GroupCoordinator, RebalanceCallback, RebalanceListener
 from client.offsets import EARLIEST, LATEST, OffsetAndTimestamp, list_offsets
 from client.protocol.errors import ErrorCode, ProtocolError
 from client.protocol.messages.data import FETCH
 from client.protocol.schema import Message
-from client.structs import ConsumerRecord, TopicPartition
+from client.structs import (
+    ConsumerGroupMetadata,
+    ConsumerRecord,
+    OffsetAndMetadata,
+    TopicPartition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +87,15 @@ _STALE_LEADER_ERRORS = frozenset(
 
 
 class Consumer:
-    """Kafka consumer on trio with manual assignment. Keyword arguments are
-    `ConsumerConfig` fields (Kafka's config names: `auto_offset_reset`, `isolation_level`,
-    `fetch_min_bytes`, `fetch_max_wait_ms`, `fetch_max_bytes`, `max_partition_fetch_bytes`,
-    `max_poll_records`, `check_crcs`, `request_timeout_ms`, `retry_backoff_ms`, ...).
+    """Kafka consumer on trio. Keyword arguments are `ConsumerConfig` fields (Kafka's
+    config names: `auto_offset_reset`, `isolation_level`, `fetch_min_bytes`,
+    `fetch_max_wait_ms`, `fetch_max_bytes`, `max_partition_fetch_bytes`, `max_poll_records`,
+    `check_crcs`, `request_timeout_ms`, `retry_backoff_ms`, `group_id`,
+    `partition_assignment_strategy`, `enable_auto_commit`, ...).
+
+    Partitions come from `assign` (manual) or, with a `group_id`, from `subscribe` (the
+    group shares them out); the two are exclusive. With a `group_id`, `commit` stores
+    positions in the group either way.
 
     `connector` replaces how connections are opened; `rng` seeds backoff jitter.
     """
@@ -98,6 +119,17 @@ class Consumer:
         self._data_ready = Broadcast()
         """The application may find new records (or errors)."""
         self._fetchers: set[int] = set()
+        self._group: GroupCoordinator | None = None
+        if self.config.group_id is not None:
+            self._group = GroupCoordinator(
+                self._cluster,
+                self.config,
+                self._subscription,
+                wake=self._wake_all,
+                rng=self._rng,
+            )
+        self._handed_out: dict[TopicPartition, int] = {}
+        """Positions after the records the last getone/getmany call returned."""
         self._nursery: trio.Nursery | None = None
         self._exit_stack: AsyncExitStack | None = None
         self._closed = False
@@ -112,6 +144,8 @@ class Consumer:
         try:
             self._nursery = await stack.enter_async_context(trio.open_nursery())
             await self._nursery.start(self._cluster.run)
+            if self._group is not None:
+                await self._nursery.start(self._group.run)
             self._nursery.start_soon(self._resolve_offsets_loop)
             self._nursery.start_soon(self._supervise_loop)
         except BaseException as exc:
@@ -134,10 +168,18 @@ class Consumer:
 
     async def _shutdown(self, exc: BaseException | None) -> bool:
         stack, self._exit_stack = self._exit_stack, None
-        self._closed = True
         if stack is None:
+            self._closed = True
             return False
         assert self._nursery is not None
+        if self._group is not None:
+            # Commit, revoke and leave the group even when cancelled, within bounds.
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(self.config.default_api_timeout_ms / 1000),
+            ):
+                await self._group.close(finished=exc is None)
+        self._closed = True
         self._nursery.cancel_scope.cancel()
         try:
             return await exit_owned_nursery(stack, exc)
@@ -152,13 +194,129 @@ class Consumer:
     def _wake(self) -> None:
         self._wakeup.notify()
 
+    def _wake_all(self) -> None:
+        self._wakeup.notify()
+        self._data_ready.notify()
+
+    # --- group membership and commits ----------------------------------------------------
+
+    def subscribe(
+        self,
+        topics: Iterable[str] | None = None,
+        *,
+        pattern: str | re.Pattern[str] | None = None,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+        on_lost: RebalanceCallback | None = None,
+    ) -> None:
+        """Consume `topics` (or every topic whose whole name matches `pattern`, checked
+        again at every metadata refresh) as a member of the group `group_id`: the group's
+        partitions are shared out among its members, and again whenever members come or go
+        or the subscriptions change. Replaces any earlier subscription; an empty list
+        unsubscribes.
+
+        The callbacks (async, each called with a set of partitions, in the consumer's own
+        task; see `RebalanceListener`): `on_revoke` when partitions are taken away (after
+        their positions were committed, with auto-commit), `on_assign` after every
+        rebalance with the partitions added, `on_lost` (default `on_revoke`) when they were
+        lost without a clean hand-over. An exception they raise is raised from the next
+        `getone`/`getmany`.
+        """
+        group = self._require_group("subscribe")
+        if (topics is None) == (pattern is None):
+            raise ValueError("subscribe needs either topics or a pattern")
+        if not group.subscribed and self._subscription.partitions:
+            raise KafkaError("subscribe and assign are exclusive: assign([]) first")
+        names = None if topics is None else [topics] if isinstance(topics, str) else list(topics)
+        if names is not None and not names:
+            self.unsubscribe()
+            return
+        compiled = re.compile(pattern) if isinstance(pattern, str) else pattern
+        group.subscribe(names, compiled, RebalanceListener(on_assign, on_revoke, on_lost))
+
+    def unsubscribe(self) -> None:
+        """Give up the subscription: revoke the partitions (committing them, with
+        auto-commit) and leave the group."""
+        if self._group is not None and self._group.subscribed:
+            self._group.unsubscribe()
+
+    def subscription(self) -> set[str]:
+        """The subscribed topics (the ones matching the pattern, for a pattern)."""
+        group = self._group
+        if group is None or group.membership.subscription is None:
+            return set()
+        return set(group.membership.subscription)
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """The group generation this consumer is in, and its member id."""
+        return self._require_group("group_metadata").group_metadata()
+
+    async def commit(
+        self, offsets: Mapping[TopicPartition, int | OffsetAndMetadata] | None = None
+    ) -> None:
+        """Store offsets in the group: `offsets` (each the offset of the next record to
+        consume), or the current position of every assigned partition. Waits for the
+        coordinator's answer, retrying retriable errors for up to `default_api_timeout_ms`.
+        Raises `CommitFailedError` when the group has moved on without this member (its
+        partitions went to others), `RebalanceInProgressError` during a rebalance."""
+        group = self._require_group("commit")
+        self._check_open()
+        await group.commits.commit(self._offsets_to_commit(group, offsets))
+
+    def commit_async(
+        self,
+        offsets: Mapping[TopicPartition, int | OffsetAndMetadata] | None = None,
+        callback: CommitCallback | None = None,
+    ) -> None:
+        """Like `commit`, without waiting: commits go out in the order requested, and
+        `callback(offsets, error)` (synchronous) is called with the outcome."""
+        group = self._require_group("commit_async")
+        self._check_open()
+        group.commits.commit_async(self._offsets_to_commit(group, offsets), callback)
+
+    async def committed(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, OffsetAndMetadata | None]:
+        """The group's committed offset of each partition (None where it has none)."""
+        group = self._require_group("committed")
+        self._check_open()
+        return await group.commits.fetch_committed(TopicPartition(*tp) for tp in partitions)
+
+    def _offsets_to_commit(
+        self,
+        group: GroupCoordinator,
+        offsets: Mapping[TopicPartition, int | OffsetAndMetadata] | None,
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        if offsets is None:
+            return group.commits.current_positions()
+        out: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, value in offsets.items():
+            committed = value if isinstance(value, OffsetAndMetadata) else OffsetAndMetadata(value)
+            if committed.offset < 0:
+                raise ValueError(f"offset must be >= 0, got {committed.offset} for {tp}")
+            out[TopicPartition(*tp)] = committed
+        return out
+
+    def _require_group(self, what: str) -> GroupCoordinator:
+        if self._group is None:
+            raise ConfigError(f"{what} needs a group_id")
+        return self._group
+
     # --- assignment and positions --------------------------------------------------------
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         """Consume exactly these partitions from now on. Partitions kept from the previous
-        assignment keep their positions; new ones start per `auto_offset_reset` unless
-        `seek` is called first."""
+        assignment keep their positions; new ones start where `seek` says, else (with a
+        `group_id`) from the group's committed offset, else per `auto_offset_reset`. Not
+        while subscribed."""
+        if self._group is not None and self._group.subscribed:
+            raise KafkaError("assign and subscribe are exclusive: unsubscribe() first")
+        before = set(self._subscription.partitions)
         self._subscription.assign(TopicPartition(*tp) for tp in partitions)
+        if self._group is not None:
+            for tp, state in self._subscription.partitions.items():
+                if tp not in before:
+                    state.use_committed = True
         self._cluster.set_topics({tp.topic for tp in self._subscription.partitions})
         self._wake()
 
@@ -254,34 +412,69 @@ class Consumer:
         limit = self.config.max_poll_records if max_records is None else max_records
         deadline = trio.current_time() + timeout_ms / 1000
         subscription = self._subscription
-        while True:
-            if subscription.has_records(partitions):
-                released = subscription.released_chunks
-                records = subscription.take(limit, partitions)
-                await self._after_take(released)
-                return records
-            error = subscription.pending_error(partitions)
-            if error is not None:
-                raise error
-            if not await self._data_ready.wait_until(deadline):
-                return {}
-            self._check_open()
+        group = self._poll_started()
+        try:
+            while True:
+                if subscription.has_records(partitions):
+                    released = subscription.released_chunks
+                    records = subscription.take(limit, partitions)
+                    if group is not None:
+                        self._handed_out = {
+                            tp: position
+                            for tp in records
+                            if (position := subscription.partitions[tp].position) is not None
+                        }
+                    await self._after_take(released)
+                    return records
+                self._raise_pending_error(partitions)
+                if not await self._data_ready.wait_until(deadline):
+                    return {}
+                self._check_open()
+        finally:
+            if group is not None:
+                group.poll_finished()
 
     async def getone(self, *partitions: TopicPartition) -> ConsumerRecord:
         """The next record (of these partitions, or any assigned one); waits for it."""
         self._check_open()
         subscription = self._subscription
-        while True:
-            released = subscription.released_chunks
-            record = subscription.take_one(partitions)
-            if record is not None:
-                await self._after_take(released)
-                return record
-            error = subscription.pending_error(partitions)
+        group = self._poll_started()
+        try:
+            while True:
+                released = subscription.released_chunks
+                record = subscription.take_one(partitions)
+                if record is not None:
+                    if group is not None:
+                        tp = record.topic_partition
+                        position = subscription.partitions[tp].position
+                        self._handed_out = {} if position is None else {tp: position}
+                    await self._after_take(released)
+                    return record
+                self._raise_pending_error(partitions)
+                await self._data_ready.wait()
+                self._check_open()
+        finally:
+            if group is not None:
+                group.poll_finished()
+
+    def _poll_started(self) -> GroupCoordinator | None:
+        """Tell the group coordinator that the application polls again (and so has
+        finished with the records handed out before)."""
+        group = self._group
+        if group is not None:
+            error = group.take_error()
             if error is not None:
                 raise error
-            await self._data_ready.wait()
-            self._check_open()
+            group.poll_started(self._handed_out)
+            self._handed_out = {}
+        return group
+
+    def _raise_pending_error(self, partitions: Sequence[TopicPartition]) -> None:
+        error: BaseException | None = self._subscription.pending_error(partitions)
+        if error is None and self._group is not None:
+            error = self._group.take_error()
+        if error is not None:
+            raise error
 
     async def _after_take(self, released_before: int) -> None:
         if self._subscription.released_chunks != released_before:
@@ -306,6 +499,18 @@ class Consumer:
             needing = subscription.needing_reset()
             if not needing:
                 await self._wakeup.wait()
+                continue
+            from_group = [
+                tp for tp in needing
+                if subscription.partitions[tp].use_committed
+                and subscription.partitions[tp].reset_to is None
+            ]  # fmt: skip
+            if from_group:
+                if await self._resolve_committed(from_group):
+                    attempt = 0
+                else:
+                    attempt += 1
+                    await trio.sleep(self._backoff_s(attempt))
                 continue
             timestamps: dict[TopicPartition, int] = {}
             for tp in needing:
@@ -349,6 +554,46 @@ class Consumer:
                 await trio.sleep(self._backoff_s(attempt))
             else:
                 attempt = 0
+
+    async def _resolve_committed(self, partitions: list[TopicPartition]) -> bool:
+        """Start group-assigned partitions from their committed offsets; those without one
+        fall back to `auto_offset_reset`. False after a retriable failure."""
+        assert self._group is not None
+        states = {tp: self._subscription.partitions[tp] for tp in partitions}
+        epochs = {tp: state.seek_epoch for tp, state in states.items()}
+
+        def unchanged(tp: TopicPartition) -> bool:
+            state = states[tp]
+            return (
+                self._subscription.partitions.get(tp) is state
+                and state.seek_epoch == epochs[tp]
+                and state.use_committed
+            )
+
+        try:
+            committed = await self._group.commits.fetch_committed(
+                partitions, trio.current_time() + self.config.request_timeout_ms / 1000
+            )
+        except KafkaError as exc:
+            if exc.retriable:
+                log.info("cannot fetch committed offsets: %s", exc)
+                return False
+            for tp in partitions:
+                if unchanged(tp):
+                    states[tp].error = exc
+            self._data_ready.notify()
+            return True
+        for tp in partitions:
+            if not unchanged(tp):
+                continue  # revoked, reassigned or sought meanwhile
+            result = committed.get(tp)
+            if result is None:
+                states[tp].use_committed = False
+            else:
+                states[tp].set_position(result.offset)
+        self._data_ready.notify()
+        self._wake()
+        return True
 
     def _backoff_s(self, attempt: int) -> float:
         return backoff_s(

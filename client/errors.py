@@ -56,6 +56,13 @@ class NoOffsetForPartitionError(KafkaError):
     """A partition has no position and `auto_offset_reset` is "none"."""
 
 
+class CommitFailedError(KafkaError):
+    """An offset commit was refused because this consumer is no longer (or not yet) a member
+    of the group's current generation: its partitions were (or are being) given to others.
+    Retrying cannot help; the consumer rejoins on its own and the records since the last
+    successful commit will be consumed again (by whichever member gets their partitions)."""
+
+
 class BrokerResponseError(KafkaError):
     """A broker answered with an error code. `code` is the `ErrorCode`."""
 
@@ -183,6 +190,46 @@ class InvalidTimestampError(BrokerResponseError):
 
 class KafkaStorageError(BrokerResponseError):
     code = ErrorCode.KAFKA_STORAGE_ERROR
+
+
+class IllegalGenerationError(BrokerResponseError):
+    code = ErrorCode.ILLEGAL_GENERATION
+
+
+class UnknownMemberIdError(BrokerResponseError):
+    code = ErrorCode.UNKNOWN_MEMBER_ID
+
+
+class RebalanceInProgressError(BrokerResponseError):
+    code = ErrorCode.REBALANCE_IN_PROGRESS
+
+
+class FencedInstanceIdError(BrokerResponseError):
+    """Another consumer with the same `group_instance_id` took this one's place."""
+
+    code = ErrorCode.FENCED_INSTANCE_ID
+
+
+class GroupAuthorizationFailedError(BrokerResponseError):
+    code = ErrorCode.GROUP_AUTHORIZATION_FAILED
+
+
+class CoordinatorNotAvailableError(BrokerResponseError):
+    code = ErrorCode.COORDINATOR_NOT_AVAILABLE
+
+
+class NotCoordinatorError(BrokerResponseError):
+    code = ErrorCode.NOT_COORDINATOR
+
+
+class GroupIdNotFoundError(BrokerResponseError):
+    code = ErrorCode.GROUP_ID_NOT_FOUND
+
+
+class NonEmptyGroupError(BrokerResponseError):
+    """The group has members; only an empty group can be deleted."""
+
+    code = ErrorCode.NON_EMPTY_GROUP
 
 
 _BY_CODE: dict[ErrorCode, type[BrokerResponseError]] = {

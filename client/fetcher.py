@@ -58,6 +58,7 @@ class PartitionState:
         "error",
         "fetch_position",
         "fetching",
+        "held",
         "high_watermark",
         "last_stable_offset",
         "log_start_offset",
@@ -65,6 +66,7 @@ class PartitionState:
         "reset_to",
         "retry_at",
         "seek_epoch",
+        "use_committed",
     )
 
     def __init__(self) -> None:
@@ -82,6 +84,11 @@ class PartitionState:
         self.error: KafkaError | None = None
         """An error to raise to the application; the partition is not fetched meanwhile."""
         self.retry_at = 0.0
+        self.use_committed = False
+        """Without a position: start from the group's committed offset if there is one
+        (before `reset_to` or the auto_offset_reset policy)."""
+        self.held = False
+        """Without a position: not resolved yet (a group assignment whose callback runs)."""
 
     def set_position(self, offset: int) -> None:
         """Move both offsets to `offset`, dropping buffered data and in-flight results."""
@@ -89,6 +96,8 @@ class PartitionState:
         self.fetch_position = offset
         self.reset_to = None
         self.error = None
+        self.use_committed = False
+        self.held = False
         self._drop_buffer()
 
     def request_reset(self, timestamp: int) -> None:
@@ -96,6 +105,8 @@ class PartitionState:
         self.fetch_position = None
         self.reset_to = timestamp
         self.error = None
+        self.use_committed = False
+        self.held = False
         self._drop_buffer()
 
     def _drop_buffer(self) -> None:
@@ -135,9 +146,10 @@ class SubscriptionState:
             raise KafkaError(f"{tp} is not assigned to this consumer") from None
 
     def needing_reset(self) -> list[TopicPartition]:
+        """Partitions without a position to resolve now (not held)."""
         return [
             tp for tp, s in self.partitions.items()
-            if s.position is None and s.error is None
+            if s.position is None and s.error is None and not s.held
         ]  # fmt: skip
 
     def fetchable(

@@ -69,3 +69,25 @@ class NewTopic:
     replication_factor: int = -1
     replica_assignment: dict[int, list[int]] | None = None
     configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetAndMetadata:
+    """A committed consumer-group offset: the offset of the next record to consume, an
+    optional application string stored with it, and the leader epoch of the last consumed
+    record (-1 when unknown)."""
+
+    offset: int
+    metadata: str = ""
+    leader_epoch: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerGroupMetadata:
+    """A consumer's place in its group: the generation it belongs to and its member id
+    (-1 and "" outside a generation)."""
+
+    group_id: str
+    generation_id: int
+    member_id: str
+    group_instance_id: str | None
