@@ -4,7 +4,10 @@
 127.0.0.1 with an ephemeral port, auto-created topics and `num.partitions = 3`, waits for the
 `tidelog ready: bootstrap HOST:PORT` line, and at the end of the session stops it with
 SIGTERM, requiring a clean exit (status 0) and no traceback in its log. Tests share it, so
-each test uses topics of its own (`unique_topic`).
+each test uses topics of its own (`unique_topic`). Its consumer groups are tuned for tests:
+no initial rebalance delay, 4 `__consumer_offsets` partitions, and session timeouts down to
+1 s, so a member that dies without leaving is noticed quickly. A test that needs a broker of
+its own (to kill and restart it) uses `run_broker_process`, which starts the same way.
 
 `BrokerProcess.stored_batches(topic, partition)` reads the batch headers the broker wrote
 to disk (Kafka's layout: `<data_dir>/<topic>-<partition>/<base offset>.log`), so a test can
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,17 +132,36 @@ def read_ready_line(process: subprocess.Popen[bytes], timeout_s: float) -> str:
     return buffered.split(b"\n", 1)[0].decode()
 
 
-@pytest.fixture(scope="session")
-def tidelog_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    work_dir = tmp_path_factory.mktemp("interop-broker")
-    config_path = work_dir / "broker.toml"
+GROUP_MIN_SESSION_TIMEOUT_MS = 1000
+
+
+def write_broker_config(config_path: Path, data_dir: Path) -> None:
+    """The interop broker's TOML config (see the module docstring)."""
     config_path.write_text(
-        f"data_dir = {json.dumps(str(work_dir / 'data'))}\n"  # a TOML basic string
+        f"data_dir = {json.dumps(str(data_dir))}\n"  # a TOML basic string
         "auto.create.topics.enable = true\n"
         f"num.partitions = {PARTITIONS}\n"
+        "group.initial.rebalance.delay.ms = 0\n"
+        f"group.min.session.timeout.ms = {GROUP_MIN_SESSION_TIMEOUT_MS}\n"
+        "offsets.topic.num.partitions = 4\n"
         '[[listeners]]\nhost = "127.0.0.1"\nport = 0\n'
     )
-    log_path = work_dir / "broker.log"
+
+
+@contextmanager
+def run_broker_process(
+    work_dir: Path, data_dir: Path, name: str = "broker"
+) -> Iterator[tuple[BrokerProcess, subprocess.Popen[bytes]]]:
+    """Start a broker on `data_dir` (config and log as `work_dir/<name>.toml|.log`) and yield
+    it once it is ready, with its process.
+
+    On leaving, a broker still running is stopped with SIGTERM and must exit with status 0
+    within `SHUTDOWN_TIMEOUT_S`; one the test already stopped (say with SIGKILL) is only
+    reaped. Either way its log must hold no traceback.
+    """
+    config_path = work_dir / f"{name}.toml"
+    write_broker_config(config_path, data_dir)
+    log_path = work_dir / f"{name}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "broker.cli", "broker", "--config", str(config_path)],
@@ -150,9 +173,10 @@ def tidelog_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerP
         line = read_ready_line(process, STARTUP_TIMEOUT_S)
         assert line.startswith(READY_PREFIX), line
         host, port = line.removeprefix(READY_PREFIX).rsplit(":", 1)
-        yield BrokerProcess(host, int(port), PARTITIONS, work_dir / "data", log_path)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(SHUTDOWN_TIMEOUT_S) == 0, log_path.read_text()
+        yield BrokerProcess(host, int(port), PARTITIONS, data_dir, log_path), process
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(SHUTDOWN_TIMEOUT_S) == 0, log_path.read_text()
     finally:
         if process.poll() is None:
             process.kill()
@@ -161,6 +185,13 @@ def tidelog_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerP
         process.stdout.close()
     log_text = log_path.read_text()
     assert "Traceback" not in log_text, log_text
+
+
+@pytest.fixture(scope="session")
+def tidelog_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    work_dir = tmp_path_factory.mktemp("interop-broker")
+    with run_broker_process(work_dir, work_dir / "data") as (broker, _):
+        yield broker
 
 
 @pytest.fixture
