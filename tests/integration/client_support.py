@@ -1,9 +1,8 @@
 """Helpers for the client's integration tests.
 
 `start_target` starts what the client talks to over TCP on 127.0.0.1, once per kind:
-"tidelog", the real in-process broker (skipped by `requires_apis` while the broker does not
-serve an API the client needs: its handlers land one family at a time), and "scripted",
-the scripted peer of the client's unit tests, which stores batches byte for byte.
+"tidelog", the real in-process broker, and "scripted", the scripted peer of the client's
+unit tests, which stores batches byte for byte.
 `DroppingConnector` opens real TCP connections and can cut them at chosen moments, to check
 what the client does when a connection dies with requests in flight.
 """
@@ -17,30 +16,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from broker.handlers import ROUTES
 from tests.integration.conftest import StartBroker, local_config
 from tests.unit.client_fake_broker import FakeBroker
-
-SERVED_API_KEYS = frozenset(route.api.key for route in ROUTES)
-API_NAMES = {
-    0: "Produce",
-    1: "Fetch",
-    2: "ListOffsets",
-    19: "CreateTopics",
-    20: "DeleteTopics",
-    21: "DeleteRecords",
-    22: "InitProducerId",
-    32: "DescribeConfigs",
-    37: "CreatePartitions",
-    44: "IncrementalAlterConfigs",
-}
-
-
-def requires_apis(*api_keys: int) -> pytest.MarkDecorator:
-    missing = [API_NAMES.get(k, str(k)) for k in api_keys if k not in SERVED_API_KEYS]
-    return pytest.mark.skipif(
-        bool(missing), reason=f"the broker does not serve {', '.join(missing)} yet"
-    )
 
 
 @dataclass
@@ -51,11 +28,9 @@ class Target:
 
 
 StartTarget = Callable[..., Awaitable[Target]]
-CLIENT_API_KEYS = (0, 1, 2, 22)
-"""Produce, Fetch, ListOffsets, InitProducerId: what producer and consumer tests need."""
 
 
-@pytest.fixture(params=[pytest.param("tidelog", marks=requires_apis(*CLIENT_API_KEYS)), "scripted"])
+@pytest.fixture(params=["tidelog", "scripted"])
 async def start_target(
     request: pytest.FixtureRequest,
     start_broker: StartBroker,

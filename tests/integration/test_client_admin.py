@@ -19,7 +19,6 @@ from client.errors import (
 )
 from client.producer import Producer
 from client.structs import NewTopic, TopicPartition
-from tests.integration.client_support import requires_apis
 from tests.integration.conftest import RunningBroker, StartBroker, local_config
 
 TIMEOUT_S = 30
@@ -88,7 +87,6 @@ async def test_tls_connection(start_broker: StartBroker, tmp_path: Path) -> None
             await untrusting.describe_cluster()
 
 
-@requires_apis(19, 20)
 async def test_create_list_describe_delete_topics(broker: RunningBroker) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with admin(broker) as a:
@@ -115,7 +113,6 @@ async def test_create_list_describe_delete_topics(broker: RunningBroker) -> None
                 await a.delete_topics(["orders"])
 
 
-@requires_apis(19, 37)
 async def test_create_partitions(broker: RunningBroker) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with admin(broker) as a:
@@ -125,7 +122,6 @@ async def test_create_partitions(broker: RunningBroker) -> None:
     assert sorted(described["growing"].partitions) == [0, 1, 2, 3]
 
 
-@requires_apis(19, 32, 44)
 async def test_describe_and_alter_topic_configs(broker: RunningBroker) -> None:
     resource = ConfigResource(ConfigResourceType.TOPIC, "configured")
     with trio.fail_after(TIMEOUT_S):
@@ -140,7 +136,6 @@ async def test_describe_and_alter_topic_configs(broker: RunningBroker) -> None:
     assert restored["retention.ms"].value == before["retention.ms"].value
 
 
-@requires_apis(0, 2, 21, 22)
 async def test_list_offsets_and_delete_records(broker: RunningBroker) -> None:
     tp = TopicPartition("trimmed", 0)
     with trio.fail_after(TIMEOUT_S):

@@ -23,10 +23,7 @@ from client.admin import Admin
 from client.consumer import Consumer
 from client.producer import Producer
 from client.structs import ConsumerRecord, NewTopic, OffsetAndMetadata, TopicPartition
-from tests.integration.client_support import requires_apis
 from tests.integration.conftest import RunningBroker, StartBroker, local_config
-
-pytestmark = requires_apis(10, 11, 14, 12, 13, 8, 9)
 
 TIMEOUT_S = 20
 FAST_GROUP = {
