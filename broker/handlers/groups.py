@@ -10,6 +10,10 @@ loads `__consumer_offsets` on first use and names the leader of the group's part
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+from broker.groups.coordinator import GroupCoordinator
+from broker.groups.effects import Output, RequestId
 from broker.groups.find_coordinator import (
     GROUP_KEY_TYPE,
     CoordinatorNode,
@@ -53,82 +57,30 @@ async def join_group(ctx: RequestContext, request: Message) -> Message:
     )
 
 
-async def sync_group(ctx: RequestContext, request: Message) -> Message:
-    service = _service(ctx)
-    return await service.call(
-        lambda request_id, now_ms: service.core.sync_group(
-            request_id, request, ctx.api_version, now_ms
+CoreCall = Callable[[GroupCoordinator, RequestId, Message, int, int], Output]
+"""An unbound `GroupCoordinator` method taking (request id, request, version, now_ms)."""
+
+
+def _delegate(call: CoreCall) -> Callable[[RequestContext, Message], Awaitable[Message]]:
+    """A handler that runs `call` on the broker's coordinator and returns its response."""
+
+    async def handle(ctx: RequestContext, request: Message) -> Message:
+        service = _service(ctx)
+        return await service.call(
+            lambda request_id, now_ms: call(
+                service.core, request_id, request, ctx.api_version, now_ms
+            )
         )
-    )
+
+    return handle
 
 
-async def heartbeat(ctx: RequestContext, request: Message) -> Message:
-    service = _service(ctx)
-    return await service.call(
-        lambda request_id, now_ms: service.core.heartbeat(
-            request_id, request, ctx.api_version, now_ms
-        )
-    )
-
-
-async def leave_group(ctx: RequestContext, request: Message) -> Message:
-    service = _service(ctx)
-    return await service.call(
-        lambda request_id, now_ms: service.core.leave_group(
-            request_id, request, ctx.api_version, now_ms
-        )
-    )
-
-
-async def offset_commit(ctx: RequestContext, request: Message) -> Message:
-    service = _service(ctx)
-    return await service.call(
-        lambda request_id, now_ms: service.core.commit_offsets(
-            request_id, request, ctx.api_version, now_ms
-        )
-    )
-
-
-async def offset_fetch(ctx: RequestContext, request: Message) -> Message:
-    service = _service(ctx)
-    return await service.call(
-        lambda request_id, now_ms: service.core.fetch_offsets(
-            request_id, request, ctx.api_version, now_ms
-        )
-    )
-
-
-async def describe_groups(ctx: RequestContext, request: Message) -> Message:
-    service = _service(ctx)
-    return await service.call(
-        lambda request_id, now_ms: service.core.describe_groups(
-            request_id, request, ctx.api_version, now_ms
-        )
-    )
-
-
-async def list_groups(ctx: RequestContext, request: Message) -> Message:
-    service = _service(ctx)
-    return await service.call(
-        lambda request_id, now_ms: service.core.list_groups(
-            request_id, request, ctx.api_version, now_ms
-        )
-    )
-
-
-async def delete_groups(ctx: RequestContext, request: Message) -> Message:
-    service = _service(ctx)
-    return await service.call(
-        lambda request_id, now_ms: service.core.delete_groups(
-            request_id, request, ctx.api_version, now_ms
-        )
-    )
-
-
-async def offset_delete(ctx: RequestContext, request: Message) -> Message:
-    service = _service(ctx)
-    return await service.call(
-        lambda request_id, now_ms: service.core.delete_offsets(
-            request_id, request, ctx.api_version, now_ms
-        )
-    )
+sync_group = _delegate(GroupCoordinator.sync_group)
+heartbeat = _delegate(GroupCoordinator.heartbeat)
+leave_group = _delegate(GroupCoordinator.leave_group)
+offset_commit = _delegate(GroupCoordinator.commit_offsets)
+offset_fetch = _delegate(GroupCoordinator.fetch_offsets)
+describe_groups = _delegate(GroupCoordinator.describe_groups)
+list_groups = _delegate(GroupCoordinator.list_groups)
+delete_groups = _delegate(GroupCoordinator.delete_groups)
+offset_delete = _delegate(GroupCoordinator.delete_offsets)
