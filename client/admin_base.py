@@ -16,7 +16,7 @@ from typing import Any, Self, TypeVar
 
 import trio
 
-from client.cluster import Cluster, exit_owned_nursery
+from client.cluster import Cluster, enter_owned_nursery, exit_owned_nursery
 from client.config import AdminConfig
 from client.connection import BrokerConnection, Connector, backoff_s
 from client.errors import (
@@ -70,15 +70,11 @@ class AdminBase:
     async def __aenter__(self) -> Self:
         if self._exit_stack is not None or self._closed:
             raise ClientClosedError("an Admin can be entered once")
-        stack = AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-            await self._nursery.start(self._cluster.run)
-        except BaseException as exc:
-            await stack.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._exit_stack = stack
+
+        async def start(nursery: trio.Nursery) -> None:
+            await nursery.start(self._cluster.run)
+
+        self._exit_stack, self._nursery = await enter_owned_nursery(start)
         return self
 
     async def __aexit__(

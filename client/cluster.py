@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 
 import trio
@@ -53,6 +53,25 @@ _FATAL_TOPIC_ERRORS = frozenset(
         ErrorCode.INVALID_REQUEST,
     }
 )
+
+
+async def enter_owned_nursery(
+    start: Callable[[trio.Nursery], Awaitable[None]],
+) -> tuple[AsyncExitStack, trio.Nursery]:
+    """Open a client's nursery in an exit stack and run `start(nursery)` to start its tasks.
+
+    If `start` fails, the nursery is closed (its tasks cancelled) before the error
+    propagates. Pair with `exit_owned_nursery`.
+    """
+    stack = AsyncExitStack()
+    await stack.__aenter__()
+    try:
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        await start(nursery)
+    except BaseException as exc:
+        await stack.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    return stack, nursery
 
 
 async def exit_owned_nursery(stack: AsyncExitStack, exc: BaseException | None) -> bool:

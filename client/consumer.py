@@ -36,7 +36,7 @@ from typing import Any
 import trio
 
 from client.broadcast import Broadcast
-from client.cluster import Cluster, exit_owned_nursery
+from client.cluster import Cluster, enter_owned_nursery, exit_owned_nursery
 from client.config import ConsumerConfig
 from client.connection import BrokerConnection, Connector, backoff_s
 from client.errors import (
@@ -139,19 +139,15 @@ class Consumer:
     async def __aenter__(self) -> Consumer:
         if self._exit_stack is not None or self._closed:
             raise ClientClosedError("a Consumer can be entered once")
-        stack = AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-            await self._nursery.start(self._cluster.run)
+
+        async def start(nursery: trio.Nursery) -> None:
+            await nursery.start(self._cluster.run)
             if self._group is not None:
-                await self._nursery.start(self._group.run)
-            self._nursery.start_soon(self._resolve_offsets_loop)
-            self._nursery.start_soon(self._supervise_loop)
-        except BaseException as exc:
-            await stack.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._exit_stack = stack
+                await nursery.start(self._group.run)
+            nursery.start_soon(self._resolve_offsets_loop)
+            nursery.start_soon(self._supervise_loop)
+
+        self._exit_stack, self._nursery = await enter_owned_nursery(start)
         return self
 
     async def __aexit__(

@@ -36,7 +36,7 @@ from client.accumulator import (
     RecordAccumulator,
     estimate_record_bytes,
 )
-from client.cluster import Cluster, exit_owned_nursery
+from client.cluster import Cluster, enter_owned_nursery, exit_owned_nursery
 from client.config import ProducerConfig
 from client.connection import Connector
 from client.errors import (
@@ -149,16 +149,12 @@ class Producer:
     async def __aenter__(self) -> Producer:
         if self._exit_stack is not None or self._closing:
             raise ClientClosedError("a Producer can be entered once")
-        stack = AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-            await self._nursery.start(self._cluster.run)
-            await self._nursery.start(self._sender.run)
-        except BaseException as exc:
-            await stack.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._exit_stack = stack
+
+        async def start(nursery: trio.Nursery) -> None:
+            await nursery.start(self._cluster.run)
+            await nursery.start(self._sender.run)
+
+        self._exit_stack, self._nursery = await enter_owned_nursery(start)
         return self
 
     async def __aexit__(
