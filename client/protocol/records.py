@@ -325,15 +325,12 @@ class Record:
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _UINT64_MASK = 2**64 - 1
-_SMALL_VARINTS = tuple(bytes((((v << 1) ^ (v >> 63)) & _UINT64_MASK,)) for v in range(64))
-_NULL_LENGTH = b"\x01"  # zigzag(-1)
-_ATTRIBUTES_ZERO = b"\x00"
+_TABLED_VARINTS = 8192
+"""Zigzag encodings of 0..8191 (one or two bytes) are precomputed: record lengths, offset
+deltas and small timestamp deltas, the bulk of a batch's varints."""
 
 
-def _zigzag(v: int) -> bytes:
-    """Zigzag LEB128 bytes of a signed 64-bit int; single-byte values come from a table."""
-    if 0 <= v < 64:
-        return _SMALL_VARINTS[v]
+def _zigzag_uncached(v: int) -> bytes:
     z = ((v << 1) ^ (v >> 63)) & _UINT64_MASK
     out = bytearray()
     while z >= 0x80:
@@ -341,6 +338,18 @@ def _zigzag(v: int) -> bytes:
         z >>= 7
     out.append(z)
     return bytes(out)
+
+
+_SMALL_VARINTS = tuple(_zigzag_uncached(v) for v in range(_TABLED_VARINTS))
+_NULL_LENGTH = b"\x01"  # zigzag(-1)
+_ATTRIBUTES_ZERO = b"\x00"
+
+
+def _zigzag(v: int) -> bytes:
+    """Zigzag LEB128 bytes of a signed 64-bit int; 0..8191 come from a table."""
+    if 0 <= v < _TABLED_VARINTS:
+        return _SMALL_VARINTS[v]
+    return _zigzag_uncached(v)
 
 
 def encode_batch(
