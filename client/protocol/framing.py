@@ -53,7 +53,9 @@ class FrameDecoder:
             raise FrameTooLargeError(size, self.max_frame_bytes)
         if available < 4 + size:
             return NEED_DATA
-        frame = bytes(buf[start + 4 : start + 4 + size])
+        # One copy: slicing the bytearray itself would copy once more before bytes().
+        with memoryview(buf) as view:
+            frame = bytes(view[start + 4 : start + 4 + size])
         start += 4 + size
         if start == len(buf):
             buf.clear()
