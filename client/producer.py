@@ -102,6 +102,7 @@ class RecordFuture:
 _BYTES_OR_NONE = (bytes, type(None))
 """For isinstance: a tuple, built once, instead of a `bytes | None` union per call."""
 
+
 class Producer:
     """Kafka producer on trio. Keyword arguments are `ProducerConfig` fields (Kafka's
     config names: `acks`, `linger_ms`, `batch_size`, `buffer_memory`, `max_block_ms`,
@@ -143,6 +144,9 @@ class Producer:
             min(self.config.max_request_size, self.config.buffer_memory) - BATCH_OVERHEAD_BYTES
         )
         self._append_lock = trio.Lock()
+        self._max_block_s = self.config.max_block_ms / 1000
+        self._partitions_of: dict[str, tuple[TopicPartition, ...]] = {}
+        """Per topic, its TopicPartitions by index: built once, not per record."""
         self._nursery: trio.Nursery | None = None
         self._exit_stack: AsyncExitStack | None = None
         self._closing = False
@@ -251,7 +255,7 @@ class Producer:
                 f"{self._record_bytes_max} bytes (max_request_size / buffer_memory)"
             )
         now = trio.current_time()
-        deadline = now + self.config.max_block_ms / 1000
+        deadline = now + self._max_block_s
         metadata = self._cluster.metadata
         info = metadata.topics.get(topic)
         if info is None or not info.partitions:
@@ -273,7 +277,11 @@ class Producer:
         if timestamp_ms is None:
             timestamp_ms = time.time_ns() // 1_000_000
         record = RecordInput(value, key, header_list, timestamp_ms)
-        tp = TopicPartition(topic, partition)
+        partitions = self._partitions_of.get(topic)
+        if partitions is None or len(partitions) != num_partitions:
+            partitions = tuple(TopicPartition(topic, p) for p in range(num_partitions))
+            self._partitions_of[topic] = partitions
+        tp = partitions[partition]
         accumulator = self._accumulator
         if not accumulator.has_room(record_bytes) or self._append_lock.locked():
             # Blocked senders queue on the (FIFO) lock, so space goes to them in order.
