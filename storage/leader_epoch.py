@@ -16,6 +16,8 @@ from typing import NamedTuple
 from storage.checkpoint import decode_table, encode_table
 from storage.errors import CorruptCheckpointError
 
+LEADER_EPOCH_CHECKPOINT = "leader-epoch-checkpoint"
+"""The cache's checkpoint file name in the partition directory."""
 UNDEFINED_EPOCH = -1
 UNDEFINED_OFFSET = -1
 

@@ -7,6 +7,7 @@ Directory layout::
     *.cleaned, *.swap                                     a compaction's segment swap
                                                           (storage.segment_swap), finished
                                                           or undone when the log opens
+                                                          (storage.log_recovery)
 
 Invariants: segments are sorted by base offset; each starts where the one before ends;
 only the last (active) segment grows. Offsets below `recovery_point` are fsynced. Offsets
@@ -46,10 +47,9 @@ from client.protocol.records import (
     parse_batch_header,
     validate_batch,
 )
-from storage.checkpoint import TEMP_SUFFIX, read_file_if_exists, write_atomic
+from storage.checkpoint import write_atomic
 from storage.config import INT32_MAX, LogConfig, TimestampType
 from storage.errors import (
-    CorruptCheckpointError,
     InvalidRecordError,
     LogOfflineError,
     OffsetOutOfRangeError,
@@ -58,13 +58,13 @@ from storage.errors import (
 )
 from storage.filesystem import FileRange, FileSystem
 from storage.index import NO_TIMESTAMP
-from storage.leader_epoch import EpochEntry, LeaderEpochCache
-from storage.segment import LOG_SUFFIX, BatchPlacement, Segment, parse_segment_file_name
-from storage.segment_swap import CleanedSegment, install, recover_swaps
+from storage.leader_epoch import LEADER_EPOCH_CHECKPOINT, EpochEntry, LeaderEpochCache
+from storage.log_recovery import note_batch_epoch, recover_log
+from storage.segment import BatchPlacement, Segment
+from storage.segment_swap import CleanedSegment, install
 
 logger = logging.getLogger(__name__)
 
-LEADER_EPOCH_CHECKPOINT = "leader-epoch-checkpoint"
 # baseOffset, batchLength, partitionLeaderEpoch: the first 16 bytes, all outside the CRC.
 _OFFSET_LENGTH_EPOCH = struct.Struct(">qii")
 _LOG_APPEND_TIME = TimestampType.LOG_APPEND_TIME
@@ -199,7 +199,7 @@ class PartitionLog:
         log_start_offset: int = 0,
         on_checkpoint_needed: Callable[[], None] | None = None,
     ) -> PartitionLog:
-        """Open (creating if needed) and recover the log in `directory`.
+        """Open (creating if needed) and recover the log in `directory` (`storage.log_recovery`).
 
         `recovery_point` and `log_start_offset` come from the checkpoint files (0 when
         unknown, which costs a full scan). Segments at or past the recovery point are
@@ -214,119 +214,21 @@ class PartitionLog:
         return log
 
     def _load(self, recovery_point: int, log_start_offset: int) -> None:
-        fs, directory = self.fs, self.directory
-        now = self._now_ms()
-        recover_swaps(fs, directory, self.config.index_interval_bytes, now)
-        log_bases: set[int] = set()
-        index_files: list[tuple[int, str]] = []
-        for name in fs.listdir(directory):
-            if name.endswith(TEMP_SUFFIX):
-                logger.info("%s: removing leftover temporary file %s", directory, name)
-                fs.remove(posixpath.join(directory, name))
-                continue
-            parsed = parse_segment_file_name(name)
-            if parsed is None:
-                continue
-            base_offset, suffix = parsed
-            if suffix == LOG_SUFFIX:
-                log_bases.add(base_offset)
-            else:
-                index_files.append((base_offset, name))
-        for base_offset, name in index_files:
-            if base_offset not in log_bases:
-                logger.warning("%s: removing index %s that has no log", directory, name)
-                fs.remove(posixpath.join(directory, name))
-                self._dir_fsync_needed = True
-        interval = self.config.index_interval_bytes
-        segments = [Segment.open(fs, directory, base, interval, now) for base in sorted(log_bases)]
-        self._segments = segments
-        while len(segments) > 1 and segments[1].base_offset <= log_start_offset:
-            logger.warning("%s: deleting %s, below the log start offset", directory, segments[0])
-            self._remove_segment(0)
-        if not segments:
-            segments.append(Segment.create(fs, directory, log_start_offset, interval, now))
-            self._dir_fsync_needed = True
-        self._base_offsets = [segment.base_offset for segment in segments]
-
-        first_unflushed = self._first_unflushed_segment(recovery_point)
-        epochs = self._load_epochs()
-        if epochs is None:
-            epochs = LeaderEpochCache()
-            self._epochs_dirty = True
-            for segment in segments[:first_unflushed]:
-                for _, header in segment.batches_from(0):
-                    self._note_epoch(epochs, header)
-        elif first_unflushed < len(segments) and epochs.truncate_from_end(
-            segments[first_unflushed].base_offset
-        ):
-            # Epochs of the unflushed part are re-derived from its batches below.
-            self._epochs_dirty = True
-        self._epochs = epochs
-
-        index = first_unflushed
-        while index < len(segments):
-            segment = segments[index]
-            if index > first_unflushed and segment.base_offset != segments[index - 1].next_offset:
-                logger.warning(
-                    "%s: %s does not continue the log at offset %d; deleting it and later segments",
-                    directory,
-                    segment,
-                    segments[index - 1].next_offset,
-                )
-                self._remove_segments_from(index)
-                break
-            logger.info("%s: recovering %s", directory, segment)
-            truncated_bytes = segment.recover(lambda header: self._note_epoch(epochs, header))
-            if truncated_bytes and index + 1 < len(segments):
-                logger.warning("%s: deleting the segments after the cut in %s", directory, segment)
-                self._remove_segments_from(index + 1)
-                break
-            index += 1
-        self._base_offsets = [segment.base_offset for segment in segments]
-
-        self._log_end_offset = segments[-1].next_offset
-        self._log_start_offset = min(
-            max(log_start_offset, segments[0].base_offset), self._log_end_offset
+        recovered = recover_log(
+            self.fs,
+            self.directory,
+            self.config,
+            self._now_ms(),
+            recovery_point=recovery_point,
+            log_start_offset=log_start_offset,
         )
-        self._recovery_point = min(recovery_point, self._log_end_offset)
-        if epochs.truncate_from_end(self._log_end_offset):
-            self._epochs_dirty = True
-        if epochs.truncate_from_start(self._log_start_offset):
-            self._epochs_dirty = True
-        if self._dir_fsync_needed:
-            fs.fsync_dir(directory)
-            self._dir_fsync_needed = False
-
-    def _first_unflushed_segment(self, recovery_point: int) -> int:
-        """Index of the first segment that may hold offsets at or past the recovery point."""
-        segments = self._segments
-        for index, segment in enumerate(segments):
-            if index + 1 < len(segments):
-                if segments[index + 1].base_offset <= recovery_point:
-                    continue
-                return index
-            trusted = segment.base_offset <= recovery_point and segment.load_trusted()
-            return len(segments) if trusted and segment.next_offset <= recovery_point else index
-        return len(segments)
-
-    def _load_epochs(self) -> LeaderEpochCache | None:
-        path = posixpath.join(self.directory, LEADER_EPOCH_CHECKPOINT)
-        data = read_file_if_exists(self.fs, path)
-        if data is None:
-            logger.info("%s: no leader epoch checkpoint; rebuilding it", self.directory)
-            return None
-        try:
-            return LeaderEpochCache.decode(data)
-        except CorruptCheckpointError as exc:
-            logger.warning("%s: epoch checkpoint corrupt (%s); rebuilding", self.directory, exc)
-            return None
-
-    def _note_epoch(self, epochs: LeaderEpochCache, header: BatchHeader) -> None:
-        epoch = header.partition_leader_epoch
-        latest = epochs.latest_epoch
-        if epoch >= 0 and (latest is None or epoch > latest):
-            epochs.assign(epoch, header.base_offset)
-            self._epochs_dirty = True
+        self._segments = recovered.segments
+        self._base_offsets = [segment.base_offset for segment in recovered.segments]
+        self._epochs = recovered.epochs
+        self._epochs_dirty = recovered.epochs_dirty
+        self._log_start_offset = recovered.log_start_offset
+        self._log_end_offset = recovered.log_end_offset
+        self._recovery_point = recovered.recovery_point
 
     def _remove_segment(self, index: int) -> None:
         self._segments.pop(index).delete()
@@ -478,7 +380,7 @@ class PartitionLog:
             ]
             self._write(view, placements, headers[-1].next_offset)
             for header in headers:
-                self._note_epoch(self._epochs, header)
+                self._epochs_dirty |= note_batch_epoch(self._epochs, header)
             return AppendInfo(
                 first_offset=headers[0].base_offset,
                 last_offset=headers[-1].last_offset,
