@@ -3,7 +3,8 @@
 Offset -1 means the high watermark (everything written so far). Records below the new log
 start offset are no longer served; whole segments below it are deleted. The answer's
 `low_watermark` is the partition's log start offset afterwards. An offset beyond the high
-watermark is OFFSET_OUT_OF_RANGE.
+watermark is OFFSET_OUT_OF_RANGE. A compact-only topic (cleanup.policy=compact without
+delete) refuses with POLICY_VIOLATION, as in Kafka: its records leave by compaction only.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def _delete(ctx: RequestContext, topic: str, request: Message) -> Message:
     found = local_partition(ctx, topic, index)
     if isinstance(found, ErrorCode):
         return _partition_result(index, found)
+    config = found.log.config
+    if config.compaction_enabled and not config.deletion_enabled:
+        return _partition_result(index, ErrorCode.POLICY_VIOLATION)
     offset: int = request["offset"]
     high_watermark = found.log.log_end_offset
     if offset == HIGH_WATERMARK:

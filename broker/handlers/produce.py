@@ -8,6 +8,8 @@
   recordsCount != lastOffsetDelta + 1 or no records INVALID_RECORD, a batch over the
   topic's max.message.bytes MESSAGE_TOO_LARGE. Transactional and control batches are not
   accepted (no transaction coordinator): INVALID_RECORD.
+- A topic with cleanup.policy=compact takes only records with keys (INVALID_RECORD
+  otherwise, as in Kafka): its batches are the one place produce decodes records.
 - Idempotent batches go through the partition's `ProducerStateTable`: a retried duplicate is
   answered with its original base offset and NONE; OUT_OF_ORDER_SEQUENCE_NUMBER and
   INVALID_PRODUCER_EPOCH are reported for that partition only.
@@ -22,8 +24,13 @@ import logging
 from broker.data_path import DataPath
 from broker.router import CloseConnection, RequestContext
 from broker.topics import TopicError
-from client.protocol.errors import CorruptMessageError, ErrorCode, UnsupportedMagicError
-from client.protocol.records import BatchHeader, TimestampType, iter_batches
+from client.protocol.errors import (
+    CorruptMessageError,
+    ErrorCode,
+    ProtocolError,
+    UnsupportedMagicError,
+)
+from client.protocol.records import BatchHeader, TimestampType, decode_batch, iter_batches
 from client.protocol.schema import Message
 from storage.errors import StorageError
 
@@ -109,6 +116,18 @@ def _single_batch(records: bytes | None) -> BatchHeader:
     return header
 
 
+def _check_keys(records: bytes) -> None:
+    """Every record of the batch has a key: compaction keeps the latest record per key."""
+    try:
+        _, decoded = decode_batch(records)
+    except ProtocolError as exc:
+        raise _PartitionError(ErrorCode.CORRUPT_MESSAGE, str(exc)) from None
+    if any(record.key is None for record in decoded):
+        raise _PartitionError(
+            ErrorCode.INVALID_RECORD, "a compacted topic takes only records with keys"
+        )
+
+
 def _append(ctx: RequestContext, topic: str, index: int, records: bytes | None) -> Message:
     _ensure_topic(ctx, topic)
     key = (topic, index)
@@ -119,6 +138,8 @@ def _append(ctx: RequestContext, topic: str, index: int, records: bytes | None) 
         raise _PartitionError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
     header = _single_batch(records)
     assert records is not None
+    if partition_log.config.compaction_enabled:
+        _check_keys(records)
     data_path = DataPath.of(ctx.broker)
     try:
         producers = data_path.producer_state(key, partition_log)

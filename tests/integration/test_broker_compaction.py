@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from client.protocol.errors import ErrorCode
 from client.protocol.records import RecordInput, decode_batches, encode_batch
+from client.protocol.schema import Message
 from tests.integration.conftest import RunningBroker
 
 KEYS = 5
@@ -42,3 +44,47 @@ async def test_the_cleaner_keeps_the_latest_record_per_key(broker: RunningBroker
     assert len(records) < KEYS * ROUNDS
     offsets = [r.offset for r in records]
     assert offsets == sorted(offsets) and partition_log.log_end_offset == end_before
+
+
+async def test_a_compacted_topic_takes_only_keyed_records(broker: RunningBroker) -> None:
+    broker.broker.topics.create_topic("keyed-only", configs={"cleanup.policy": "compact"})
+    keyed = encode_batch([RecordInput(key=b"k", value=b"v")])
+    keyless = encode_batch([RecordInput(key=b"k", value=b"v"), RecordInput(value=b"no key")])
+
+    async def produce(records: bytes) -> Message:
+        async with await broker.client() as client:
+            response = await client.request(
+                0,
+                8,
+                {"transactional_id": None, "acks": 1, "timeout_ms": 5_000,
+                 "topic_data": [{"name": "keyed-only",
+                                 "partition_data": [{"index": 0, "records": records}]}]},
+            )  # fmt: skip
+        result: Message = response["responses"][0]["partition_responses"][0]
+        return result
+
+    refused = await produce(keyless)
+    assert refused["error_code"] == ErrorCode.INVALID_RECORD
+    assert "key" in refused["error_message"]
+    assert (await produce(keyed))["error_code"] == 0
+    partition_log = broker.broker.topics.log("keyed-only", 0)
+    assert partition_log is not None and partition_log.log_end_offset == 1
+
+
+async def test_delete_records_is_refused_on_a_compact_only_topic(broker: RunningBroker) -> None:
+    broker.broker.topics.create_topic("compact-only", configs={"cleanup.policy": "compact"})
+    broker.broker.topics.create_topic("both", configs={"cleanup.policy": "compact,delete"})
+    for name in ("compact-only", "both"):
+        partition_log = broker.broker.topics.log(name, 0)
+        assert partition_log is not None
+        partition_log.append(encode_batch([RecordInput(key=b"k", value=b"v")]), leader_epoch=0)
+    async with await broker.client() as client:
+        response = await client.request(
+            21,
+            2,
+            {"topics": [{"name": name, "partitions": [{"partition_index": 0, "offset": 1}]}
+                        for name in ("compact-only", "both")],
+             "timeout_ms": 5_000},
+        )  # fmt: skip
+    codes = [t["partitions"][0]["error_code"] for t in response["topics"]]
+    assert codes == [ErrorCode.POLICY_VIOLATION, ErrorCode.NONE]
