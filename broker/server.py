@@ -132,6 +132,9 @@ class Broker:
                     log.info("shutting down: no new connections")
                     self._stopping = True
                     services.cancel_scope.cancel()
+                # Parked JoinGroup/SyncGroup requests would hold the drain until its timeout:
+                # answer them NOT_COORDINATOR now, as a coordinator moving away does.
+                self.groups.stop_coordinating()
                 await self._drain_connections()
                 connections.cancel_scope.cancel()
         finally:

@@ -194,6 +194,13 @@ class GroupService:
             return exc.error_code
         return ErrorCode.NONE
 
+    def stop_coordinating(self) -> None:
+        """Give up every partition (at shutdown): requests still waiting are answered
+        NOT_COORDINATOR, so their clients find the coordinator again elsewhere or later."""
+        for partition in range(self._partitions):
+            if self.core.is_loaded(partition) or self.core.is_loading(partition):
+                self._carry_out(self.core.unload(partition, self._now()))
+
     # -- timers
 
     def _set_deadline(self, deadline_ms: int | None) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import confluent_kafka
 import trio
 
+from client.protocol.errors import ErrorCode
 from tests.integration.conftest import RunningBroker, StartBroker, local_config
 
 CLIENT_TIMEOUT_S = 30
@@ -16,13 +17,12 @@ POLLS_MAX = 300
 
 def group_broker_config(data_dir: Path, **overrides: Any) -> Any:
     """Fast groups for tests: no initial rebalance delay, few offsets partitions."""
-    return local_config(
-        data_dir,
-        group_initial_rebalance_delay_ms=0,
-        offsets_topic_num_partitions=4,
-        num_partitions=3,
-        **overrides,
-    )
+    settings: dict[str, Any] = {
+        "group_initial_rebalance_delay_ms": 0,
+        "offsets_topic_num_partitions": 4,
+        "num_partitions": 3,
+    }
+    return local_config(data_dir, **{**settings, **overrides})
 
 
 def produce(bootstrap: str, topic: str, count: int, partitions: int) -> None:
@@ -86,3 +86,40 @@ async def test_a_group_consumes_commits_and_resumes(
     # The second member starts where the group's commit left off: only the new records.
     assert sorted(v for _, _, v in second) == sorted(b"v%d" % i for i in range(9))
     assert all(offset >= 10 for _, offset, _ in second)
+
+
+async def test_shutdown_answers_a_parked_join_with_not_coordinator(
+    start_broker: StartBroker, tmp_path: Path
+) -> None:
+    # A long initial rebalance delay parks the first JoinGroup; shutdown must not wait it out.
+    broker = await start_broker(
+        group_broker_config(tmp_path / "data", group_initial_rebalance_delay_ms=600_000)
+    )
+    async with await broker.client() as client:
+        found = await client.request(10, 3, {"key": "parked", "key_type": 0})
+        assert found["error_code"] == 0
+        await client.send(
+            11,
+            3,
+            {"group_id": "parked", "session_timeout_ms": 10_000,
+             "rebalance_timeout_ms": 600_000, "member_id": "", "protocol_type": "consumer",
+             "protocols": [{"name": "range", "metadata": b""}]},
+        )  # fmt: skip
+        with trio.fail_after(CLIENT_TIMEOUT_S):
+            await wait_until_parked(broker)
+            broker.broker.request_shutdown()
+            _, response = await client.receive(11, 3)
+            await broker.stopped.wait()
+    assert response["error_code"] == ErrorCode.NOT_COORDINATOR
+
+
+async def wait_until_parked(broker: RunningBroker) -> None:
+    """The join is parked once ListGroups shows the group (bounded polling: nothing
+    announces it)."""
+    async with await broker.client() as observer:
+        for _ in range(1000):
+            listed = await observer.request(16, 4, {"states_filter": []})
+            if any(g["group_id"] == "parked" for g in listed["groups"]):
+                return
+            await trio.sleep(0.01)
+    raise AssertionError("the JoinGroup never reached the coordinator")
