@@ -11,7 +11,8 @@ with one line on stderr.
 
 This module is the one place that knows both sides: `client.cli.add_commands(subparsers)`,
 when that module exists, adds the client commands. Every subcommand parser sets
-`run=<callable(args) -> int>` as a default; its return value is the exit status.
+`run=<callable(args) -> int>` as a default; its return value is the exit status. Running a
+broker lives in `broker.serve`, imported only by the server commands.
 """
 
 from __future__ import annotations
@@ -19,20 +20,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import random
-import signal
 import sys
 from collections.abc import Sequence
 
-import trio
-
 from broker.config import BrokerConfig, ConfigError, ListenerConfig, load_config
-from broker.network import TcpNetwork
-from broker.server import Broker, wall_clock_ms
-from broker.topics import MetadataStoreError
-from storage.filesystem import OsFileSystem
-
-log = logging.getLogger("tidelog")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -100,6 +91,14 @@ def _run_dev(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tidelog: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    return _run_broker(config)
+
+
+def _run_broker(config: BrokerConfig) -> int:
+    # Imported here, not at the top: the server's modules take a noticeable share of a
+    # client command's start-up (`tidelog consume ...` never needs them).
+    from broker.serve import run_broker
+
     return run_broker(config)
 
 
@@ -109,65 +108,7 @@ def _run_broker_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tidelog: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return run_broker(config)
-
-
-def run_broker(config: BrokerConfig) -> int:
-    """Run a broker on the real network and disk until a signal; return the exit status.
-
-    Prints `tidelog ready: bootstrap HOST:PORT` (the first listener's advertised address)
-    on stdout once every listener accepts connections.
-    """
-    status = EXIT_OK
-    try:
-        status = trio.run(_serve_until_signal, config)
-    except* (MetadataStoreError, OSError) as group:
-        for exc in _leaves(group):
-            print(f"tidelog: cannot start: {exc}", file=sys.stderr)
-        status = EXIT_FAILED
-    return status
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
-async def _serve_until_signal(config: BrokerConfig) -> int:
-    broker = Broker(
-        config,
-        network=TcpNetwork(),
-        fs=OsFileSystem(),
-        now_ms=wall_clock_ms,
-        random=random.Random(),
-    )
-    status = EXIT_OK
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-
-            async def run(task_status: trio.TaskStatus[None]) -> None:
-                await broker.serve(task_status=task_status)
-                nursery.cancel_scope.cancel()  # the broker is done: stop watching signals
-
-            async def watch_signals() -> None:
-                nonlocal status
-                received = 0
-                async for signum in signals:
-                    received += 1
-                    if received == 1:
-                        log.info("%s: shutting down", signal.Signals(signum).name)
-                        broker.request_shutdown()
-                    else:
-                        log.warning("%s again: stopping now", signal.Signals(signum).name)
-                        status = EXIT_FAILED
-                        nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch_signals)
-            await nursery.start(run)
-            endpoint = broker.advertised_endpoints()[0]
-            print(f"tidelog ready: bootstrap {endpoint.host}:{endpoint.port}", flush=True)
-    return status
+    return _run_broker(config)
 
 
 if __name__ == "__main__":
