@@ -164,6 +164,45 @@ def assignment(text: str) -> tuple[str, str]:
     return key, value
 
 
+AddAction = Callable[..., argparse.ArgumentParser]
+"""`action(name, help_text, example, description=None)` -> the action's parser."""
+
+
+def command_group(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+    name: str,
+    *,
+    help_text: str,
+    description: str,
+    examples: str,
+) -> AddAction:
+    """Add `tidelog NAME ACTION ...`; return the function that adds one ACTION's parser,
+    with the shared connection options, its help line, a description and one example."""
+    group = subparsers.add_parser(
+        name,
+        help=help_text,
+        description=description,
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = group.add_subparsers(dest=f"{name}_command", required=True, metavar="ACTION")
+
+    def action(
+        action_name: str, action_help: str, example: str, description: str | None = None
+    ) -> argparse.ArgumentParser:
+        return actions.add_parser(
+            action_name,
+            parents=[common],
+            help=action_help,
+            description=description or action_help[0].upper() + action_help[1:] + ".",
+            epilog=f"example:\n  {example}\n",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    return action
+
+
 def add_output_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",

@@ -46,6 +46,7 @@ from client.cli_common import (
     Interruption,
     add_output_format,
     command,
+    command_group,
     note,
     print_json,
     topic_missing,
@@ -197,26 +198,14 @@ def add_group_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     common: argparse.ArgumentParser,
 ) -> None:
-    group = subparsers.add_parser(
+    action = command_group(
+        subparsers,
+        common,
         "group",
-        help="list, describe (lag), reset offsets of and delete consumer groups",
+        help_text="list, describe (lag), reset offsets of and delete consumer groups",
         description="Manage consumer groups.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
     )
-    actions = group.add_subparsers(dest="group_command", required=True, metavar="ACTION")
-
-    def action(
-        name: str, help_text: str, example: str, description: str | None = None
-    ) -> argparse.ArgumentParser:
-        return actions.add_parser(
-            name,
-            parents=[common],
-            help=help_text,
-            description=description or help_text[0].upper() + help_text[1:] + ".",
-            epilog=f"example:\n  {example}\n",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
 
     listing = action("list", "list group ids", "tidelog group list --state Stable")
     listing.add_argument(

@@ -33,6 +33,7 @@ from client.cli_common import (
     assignment,
     client_settings,
     command,
+    command_group,
     note,
     positive_int,
     print_json,
@@ -73,24 +74,14 @@ def add_topic_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     common: argparse.ArgumentParser,
 ) -> None:
-    topic = subparsers.add_parser(
+    action = command_group(
+        subparsers,
+        common,
         "topic",
-        help="create, list, describe, reconfigure and delete topics",
+        help_text="create, list, describe, reconfigure and delete topics",
         description="Manage topics.",
-        epilog=TOPIC_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=TOPIC_EXAMPLES,
     )
-    actions = topic.add_subparsers(dest="topic_command", required=True, metavar="ACTION")
-
-    def action(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
-        return actions.add_parser(
-            name,
-            parents=[common],
-            help=help_text,
-            description=help_text[0].upper() + help_text[1:] + ".",
-            epilog=f"example:\n  {example}\n",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
 
     create = action(
         "create",
@@ -171,21 +162,19 @@ def add_cluster_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     common: argparse.ArgumentParser,
 ) -> None:
-    cluster = subparsers.add_parser(
+    action = command_group(
+        subparsers,
+        common,
         "cluster",
-        help="show the cluster id, controller and brokers",
+        help_text="show the cluster id, controller and brokers",
         description="Inspect the cluster.",
-        epilog=CLUSTER_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=CLUSTER_EXAMPLES,
     )
-    actions = cluster.add_subparsers(dest="cluster_command", required=True, metavar="ACTION")
-    info = actions.add_parser(
+    info = action(
         "info",
-        parents=[common],
-        help="cluster id, controller and brokers",
+        "cluster id, controller and brokers",
+        "tidelog cluster info --format json",
         description="Show the cluster id, the controller and the brokers.",
-        epilog="example:\n  tidelog cluster info --format json\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_output_format(info)
     info.set_defaults(run=command(_cluster_info))
