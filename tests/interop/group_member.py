@@ -192,19 +192,24 @@ def run_confluent(args: argparse.Namespace, deadline_s: float) -> None:
     emit("closed")
 
 
+def python_client_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """kafka-python and aiokafka take the same consumer settings under the same names."""
+    return {
+        "bootstrap_servers": args.bootstrap,
+        "group_id": args.group,
+        "client_id": args.client_id,
+        "auto_offset_reset": "earliest",
+        "enable_auto_commit": False,
+        "session_timeout_ms": args.session_timeout_ms,
+        "heartbeat_interval_ms": args.heartbeat_interval_ms,
+    }
+
+
 def run_kafka_python(args: argparse.Namespace, deadline_s: float) -> None:
     from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
     from kafka.errors import CommitFailedError, KafkaError
 
-    consumer = KafkaConsumer(
-        bootstrap_servers=args.bootstrap,
-        group_id=args.group,
-        client_id=args.client_id,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=args.session_timeout_ms,
-        heartbeat_interval_ms=args.heartbeat_interval_ms,
-    )
+    consumer = KafkaConsumer(**python_client_settings(args))
     membership = Membership(args.uncommitted_prefix)
 
     class Listener(ConsumerRebalanceListener):
@@ -263,15 +268,7 @@ async def run_aiokafka(args: argparse.Namespace, deadline_s: float) -> None:
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
     from aiokafka.errors import CommitFailedError, KafkaError
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=args.bootstrap,
-        group_id=args.group,
-        client_id=args.client_id,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=args.session_timeout_ms,
-        heartbeat_interval_ms=args.heartbeat_interval_ms,
-    )
+    consumer = AIOKafkaConsumer(**python_client_settings(args))
     membership = Membership(args.uncommitted_prefix)
 
     # aiokafka keeps the member id and generation on its group coordinator object only.
