@@ -86,6 +86,14 @@ class Cluster:
         """Registered brokers by node id."""
         return [self._brokers[node_id] for node_id in sorted(self._brokers)]
 
+    def reachable_brokers(self, listener_name: str) -> Iterator[tuple[BrokerNode, Endpoint]]:
+        """Brokers with an endpoint on `listener_name` (what clients on that listener can
+        reach), by node id."""
+        for node in self.brokers():
+            endpoint = node.endpoint(listener_name)
+            if endpoint is not None:
+                yield node, endpoint
+
     def broker(self, node_id: int) -> BrokerNode | None:
         return self._brokers.get(node_id)
 

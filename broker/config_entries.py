@@ -104,7 +104,6 @@ def topic_config_entries(
         synonyms = []
         if name in overrides:
             synonyms.append(Synonym(name, overrides[name], ConfigSource.DYNAMIC_TOPIC_CONFIG))
-        default_value = format_config_value(definition.default(broker_config))
         if definition.broker_field is not None:
             broker_value = getattr(broker_config, definition.broker_field)
             broker_name = _broker_config_name(definition.broker_field)
@@ -119,6 +118,7 @@ def topic_config_entries(
             default_value = format_config_value(_broker_default(definition.broker_field))
             synonyms.append(Synonym(broker_name, default_value, ConfigSource.DEFAULT_CONFIG))
         else:
+            default_value = format_config_value(definition.default(broker_config))
             synonyms.append(Synonym(name, default_value, ConfigSource.DEFAULT_CONFIG))
         entries.append(
             ConfigEntry(

@@ -181,11 +181,9 @@ class GroupService:
         metadata = topic.partition(append.partition) if topic is not None else None
         if partition_log is None or metadata is None:
             return ErrorCode.NOT_LEADER_OR_FOLLOWER
+        now_ms = self._now()
         batch = encode_batch(
-            [
-                RecordInput(key=r.key, value=r.value, timestamp_ms=self._now())
-                for r in append.records
-            ]
+            [RecordInput(key=r.key, value=r.value, timestamp_ms=now_ms) for r in append.records]
         )
         try:
             partition_log.append(batch, leader_epoch=metadata.leader_epoch)

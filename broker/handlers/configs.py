@@ -131,22 +131,14 @@ def describe_error_response(request: Message, version: int, code: ErrorCode) -> 
 # -- AlterConfigs and IncrementalAlterConfigs
 
 OverridesUpdate = Callable[[Mapping[str, str], list[Message]], dict[str, str | None]]
-"""(current overrides, the request's config entries) -> the new overrides."""
+"""(current overrides, the request's config entries, each name once) -> the new overrides."""
 
 
 def _replace_all(current: Mapping[str, str], configs: list[Message]) -> dict[str, str | None]:
-    names = Counter(c["name"] for c in configs)
-    repeated = sorted(name for name, count in names.items() if count > 1)
-    if repeated:
-        raise _ResourceError(ErrorCode.INVALID_REQUEST, f"configs named twice: {repeated}")
     return {c["name"]: c["value"] for c in configs}
 
 
 def _apply_operations(current: Mapping[str, str], configs: list[Message]) -> dict[str, str | None]:
-    names = Counter(c["name"] for c in configs)
-    repeated = sorted(name for name, count in names.items() if count > 1)
-    if repeated:
-        raise _ResourceError(ErrorCode.INVALID_REQUEST, f"configs named twice: {repeated}")
     updated: dict[str, str | None] = dict(current)
     for config in configs:
         name: str = config["name"]
@@ -233,6 +225,10 @@ def _alter_resource(
     topic = broker.cluster.topic(name)
     if topic is None:
         raise _ResourceError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
+    names = Counter(c["name"] for c in resource["configs"])
+    repeated = sorted(name for name, count in names.items() if count > 1)
+    if repeated:
+        raise _ResourceError(ErrorCode.INVALID_REQUEST, f"configs named twice: {repeated}")
     overrides = update(topic.configs, resource["configs"])
     broker.topics.alter_configs(name, overrides, validate_only=validate_only)
 

@@ -21,19 +21,16 @@ async def handle(ctx: RequestContext, request: Message) -> Message:
     if request["endpoint_type"] != ENDPOINT_TYPE_BROKER:
         return error_response(request, ctx.api_version, ErrorCode.MISMATCHED_ENDPOINT_TYPE)
     cluster = ctx.broker.cluster
-    brokers = []
-    for node in cluster.brokers():
-        endpoint = node.endpoint(ctx.connection.listener_name)
-        if endpoint is not None:
-            brokers.append(
-                {
-                    "broker_id": node.node_id,
-                    "host": endpoint.host,
-                    "port": endpoint.port,
-                    "rack": node.rack,
-                    "is_fenced": False,
-                }
-            )
+    brokers = [
+        {
+            "broker_id": node.node_id,
+            "host": endpoint.host,
+            "port": endpoint.port,
+            "rack": node.rack,
+            "is_fenced": False,
+        }
+        for node, endpoint in cluster.reachable_brokers(ctx.connection.listener_name)
+    ]
     return {
         "throttle_time_ms": 0,
         "error_code": int(ErrorCode.NONE),

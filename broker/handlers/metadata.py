@@ -62,15 +62,10 @@ async def handle(ctx: RequestContext, request: Message) -> Message:
 
 
 def _brokers(cluster: Cluster, listener_name: str) -> list[Message]:
-    out = []
-    for node in cluster.brokers():
-        endpoint = node.endpoint(listener_name)
-        if endpoint is not None:
-            out.append(
-                {"node_id": node.node_id, "host": endpoint.host, "port": endpoint.port,
-                 "rack": node.rack}
-            )  # fmt: skip
-    return out
+    return [
+        {"node_id": node.node_id, "host": endpoint.host, "port": endpoint.port, "rack": node.rack}
+        for node, endpoint in cluster.reachable_brokers(listener_name)
+    ]
 
 
 def _topic_by_name(ctx: RequestContext, name: str, auto_create: bool) -> Message:
