@@ -34,13 +34,17 @@ async def test_the_cleaner_keeps_the_latest_record_per_key(broker: RunningBroker
         for header, batch_records in decode_batches(chunk.read_bytes()):
             records.extend(batch_records)
             offset = header.last_offset + 1
-    latest: dict[bytes | None, tuple[int, bytes | None]] = {}
-    for record in records:
-        latest[record.key] = (record.offset, record.value)
-    # Only the active segment may still hold older versions; everything cleaned is latest.
-    assert {key: value for key, (_, value) in latest.items()} == {
-        b"k%d" % k: b"r%d" % (ROUNDS - 1) for k in range(KEYS)
+    # Every round rewrote every key (record offset = round * KEYS + key). The cleaner keeps,
+    # below the active segment (never cleaned), only each key's last value below it, once.
+    active_base = partition_log.segment_base_offsets[-1]
+    cleaned = {r.offset: (r.key, r.value) for r in records if r.offset < active_base}
+    last_cleanable = {
+        b"k%d" % k: b"r%d" % max(r for r in range(ROUNDS) if r * KEYS + k < active_base)
+        for k in range(KEYS)
     }
+    assert sorted(cleaned.values()) == sorted(last_cleanable.items())
+    latest = {r.key: r.value for r in records}
+    assert latest == {b"k%d" % k: b"r%d" % (ROUNDS - 1) for k in range(KEYS)}
     assert len(records) < KEYS * ROUNDS
     offsets = [r.offset for r in records]
     assert offsets == sorted(offsets) and partition_log.log_end_offset == end_before
