@@ -22,7 +22,8 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TextIO
+from functools import partial
+from typing import Any, Literal, TextIO
 
 from bench.histogram import Histogram
 from bench.processes import Meter
@@ -276,6 +277,23 @@ def split(total: int, parts: int) -> list[int]:
 def partitions_of(consumer: int, consumers: int, partitions: int) -> list[int]:
     """The partitions consumer `consumer` of `consumers` reads: round-robin."""
     return list(range(consumer, partitions, consumers))
+
+
+def run_paced_producers(
+    job: Job, producers: Sequence[Any], produce_share: Callable[[Any, int, float], None]
+) -> None:
+    """The e2e producing phase: start the meter, then run `produce_share(producer, count,
+    rate_per_s)` for each producer in its own thread, the records and the rate split evenly."""
+    workload = job.workload
+    counts = split(workload.records, len(producers))
+    rate_per_s = workload.rate_per_s / len(producers)
+    job.meter.start()
+    run_threads(
+        [
+            partial(produce_share, producer, count, rate_per_s)
+            for producer, count in zip(producers, counts, strict=True)
+        ]
+    )
 
 
 def run_threads(workers: Sequence[Callable[[], None]]) -> None:

@@ -29,6 +29,7 @@ from bench.workload import (
     Pacer,
     latency_ns,
     partitions_of,
+    run_paced_producers,
     run_threads,
     split,
     stamped,
@@ -274,15 +275,7 @@ class ConfluentKafka:
                 for _ in range(partitions):
                     if not warmed_up.acquire(timeout=SETUP_TIMEOUT_S):
                         raise RuntimeError("consumers did not see the warm-up records")
-                shares = split(workload.records, workload.producers)
-                rate = workload.rate_per_s / workload.producers
-                job.meter.start()
-                run_threads(
-                    [
-                        partial(produce_share, producer, share, rate)
-                        for producer, share in zip(producers, shares, strict=True)
-                    ]
-                )
+                run_paced_producers(job, producers, produce_share)
             finally:
                 producing_done.set()
                 for thread in consumer_threads:

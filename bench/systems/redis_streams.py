@@ -38,6 +38,7 @@ from bench.workload import (
     latency_ns,
     partitions_of,
     record_chunks,
+    run_paced_producers,
     run_threads,
     split,
     stamped,
@@ -287,15 +288,7 @@ class RedisPy:
                 for _ in range(workload.partitions):
                     if not warmed_up.acquire(timeout=SETUP_TIMEOUT_S):
                         raise RuntimeError("consumers did not see the warm-up records")
-                counts = split(workload.records, workload.producers)
-                rate = workload.rate_per_s / workload.producers
-                job.meter.start()
-                run_threads(
-                    [
-                        partial(produce_share, connection, count, rate)
-                        for connection, count in zip(producers, counts, strict=True)
-                    ]
-                )
+                run_paced_producers(job, producers, produce_share)
             finally:
                 producing_done.set()
                 for thread in threads:
