@@ -15,12 +15,14 @@ server) reports that peer as skipped.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from bench.processes import Server
 from bench.workload import Job, Outcome
@@ -44,6 +46,30 @@ class ClientAdapter(Protocol):
     def consume(self, server: Server, job: Job) -> Outcome: ...
 
     def e2e(self, server: Server, job: Job) -> Outcome: ...
+
+
+AsyncWorkload = Callable[[Server, Job], Coroutine[Any, Any, Outcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncioAdapter:
+    """A `ClientAdapter` for an asyncio client library: each workload is a coroutine
+    function, run in an event loop of its own."""
+
+    name: str
+    modules: tuple[str, ...]
+    produce_async: AsyncWorkload
+    consume_async: AsyncWorkload
+    e2e_async: AsyncWorkload
+
+    def produce(self, server: Server, job: Job) -> Outcome:
+        return asyncio.run(self.produce_async(server, job))
+
+    def consume(self, server: Server, job: Job) -> Outcome:
+        return asyncio.run(self.consume_async(server, job))
+
+    def e2e(self, server: Server, job: Job) -> Outcome:
+        return asyncio.run(self.e2e_async(server, job))
 
 
 class System(Protocol):

@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.histogram import Histogram
 from bench.processes import Server, executable, free_port, running, wait_for_port
-from bench.systems import command_version
+from bench.systems import AsyncioAdapter, command_version
 from bench.workload import (
     FLUSH_GRACE_S,
     SETUP_TIMEOUT_S,
@@ -60,7 +60,7 @@ class NatsJetStream:
     )
 
     def __init__(self) -> None:
-        self.clients = (NatsPy(),)
+        self.clients = (NATS_PY,)
 
     def missing(self) -> str | None:
         if executable("nats-server") is None:
@@ -84,20 +84,6 @@ class NatsJetStream:
         with running("nats-server", argv, log_path) as process:
             wait_for_port(process, "127.0.0.1", port, START_TIMEOUT_S, log_path)
             yield Server("127.0.0.1", port, process.pid, data_dir)
-
-
-class NatsPy:
-    name = "nats-py"
-    modules = ("nats",)
-
-    def produce(self, server: Server, job: Job) -> Outcome:
-        return asyncio.run(_produce(server, job))
-
-    def consume(self, server: Server, job: Job) -> Outcome:
-        return asyncio.run(_consume(server, job))
-
-    def e2e(self, server: Server, job: Job) -> Outcome:
-        return asyncio.run(_e2e(server, job))
 
 
 @contextlib.asynccontextmanager
@@ -310,3 +296,6 @@ async def _e2e(server: Server, job: Job) -> Outcome:
         for subscription in subscriptions:
             await subscription.unsubscribe()
     return outcome
+
+
+NATS_PY = AsyncioAdapter("nats-py", ("nats",), _produce, _consume, _e2e)

@@ -31,6 +31,7 @@ from typing import Any
 
 from bench.histogram import Histogram
 from bench.processes import Server, executable, free_port, running, wait_for_port
+from bench.systems import AsyncioAdapter
 from bench.workload import (
     FLUSH_GRACE_S,
     SETUP_TIMEOUT_S,
@@ -79,7 +80,7 @@ class RabbitMqStreams:
     )
 
     def __init__(self) -> None:
-        self.clients = (Rstream(),)
+        self.clients = (RSTREAM,)
         self._version: str | None = None
 
     def version(self) -> str | None:
@@ -132,20 +133,6 @@ class RabbitMqStreams:
                 found = re.search(r"RabbitMQ (\d+\.\d+\.\d+)", log_path.read_text(errors="replace"))
                 self._version = found.group(1) if found else None
                 yield Server("127.0.0.1", stream_port, process.pid, base / "mnesia")
-
-
-class Rstream:
-    name = "rstream"
-    modules = ("rstream",)
-
-    def produce(self, server: Server, job: Job) -> Outcome:
-        return asyncio.run(_produce(server, job))
-
-    def consume(self, server: Server, job: Job) -> Outcome:
-        return asyncio.run(_consume(server, job))
-
-    def e2e(self, server: Server, job: Job) -> Outcome:
-        return asyncio.run(_e2e(server, job))
 
 
 def _batch_records(value_bytes: int, batch_bytes: int) -> int:
@@ -394,3 +381,6 @@ async def _e2e(server: Server, job: Job) -> Outcome:
             await asyncio.wait_for(all_received.wait(), FLUSH_GRACE_S)
         job.meter.stop(at=last_record_at or None)
     return outcome
+
+
+RSTREAM = AsyncioAdapter("rstream", ("rstream",), _produce, _consume, _e2e)
