@@ -11,25 +11,14 @@ config file and restarting.
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from broker.config import BrokerConfig, ListenerConfig
-from broker.topic_config import TOPIC_CONFIGS, ConfigType, format_config_value
+from broker.topic_config import TOPIC_CONFIGS, format_config_value
+from client.protocol.configs import ConfigSource, ConfigType
 from client.protocol.schema import Message
-
-
-class ConfigSource(enum.IntEnum):
-    """Where a config value comes from (DescribeConfigs' ConfigSource)."""
-
-    UNKNOWN = 0
-    DYNAMIC_TOPIC_CONFIG = 1
-    DYNAMIC_BROKER_CONFIG = 2
-    DYNAMIC_DEFAULT_BROKER_CONFIG = 3
-    STATIC_BROKER_CONFIG = 4
-    DEFAULT_CONFIG = 5
 
 
 @dataclass(frozen=True, slots=True)

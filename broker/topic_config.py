@@ -13,23 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from broker.config import BrokerConfig
+from client.protocol.configs import ConfigType
 from storage.config import INT32_MAX, INT64_MAX, LogConfig, TimestampType
 
 
 class InvalidTopicConfigError(ValueError):
     """A topic config name or value this broker does not accept."""
-
-
-class ConfigType(enum.IntEnum):
-    """DescribeConfigs' ConfigType (v3+)."""
-
-    BOOLEAN = 1
-    STRING = 2
-    INT = 3
-    SHORT = 4
-    LONG = 5
-    DOUBLE = 6
-    LIST = 7
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ _EXPORTS = {
     "Consumer": "client.consumer",
     "Admin": "client.admin",
     "ConfigResource": "client.admin",
-    "ConfigResourceType": "client.admin",
+    "ConfigResourceType": "client.protocol.configs",
     "ConfigEntry": "client.admin",
     "ClusterDescription": "client.admin",
     "OffsetAndTimestamp": "client.offsets",
@@ -122,13 +122,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from client.admin import (
-        Admin,
-        ClusterDescription,
-        ConfigEntry,
-        ConfigResource,
-        ConfigResourceType,
-    )
+    from client.admin import Admin, ClusterDescription, ConfigEntry, ConfigResource
     from client.consumer import Consumer
     from client.errors import (
         BrokerResponseError,
@@ -163,6 +157,7 @@ if TYPE_CHECKING:
     from client.metadata import BrokerInfo, PartitionInfo, TopicInfo
     from client.offsets import OffsetAndTimestamp
     from client.producer import Producer, RecordFuture
+    from client.protocol.configs import ConfigResourceType
     from client.structs import (
         ConsumerGroupMetadata,
         ConsumerRecord,

@@ -17,7 +17,6 @@ message names it) after the others took effect.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -30,6 +29,7 @@ from client.connection import BrokerConnection
 from client.errors import KafkaError, error_for_code
 from client.metadata import BrokerInfo, ClusterMetadata, TopicInfo
 from client.offsets import EARLIEST, LATEST, MAX_TIMESTAMP, OffsetAndTimestamp, list_offsets
+from client.protocol.configs import ConfigResourceType, ConfigSource
 from client.protocol.errors import ErrorCode
 from client.protocol.messages.admin import (
     CREATE_PARTITIONS,
@@ -42,28 +42,6 @@ from client.protocol.messages.data import DELETE_RECORDS, DESCRIBE_CLUSTER, META
 from client.protocol.primitives import ZERO_UUID
 from client.protocol.schema import Message
 from client.structs import NewTopic, TopicPartition
-
-
-class ConfigResourceType(enum.IntEnum):
-    """What a config belongs to (DescribeConfigs / IncrementalAlterConfigs resource types)."""
-
-    TOPIC = 2
-    BROKER = 4
-    BROKER_LOGGER = 8
-
-
-class ConfigSource(enum.IntEnum):
-    """Where a config's value comes from."""
-
-    UNKNOWN = 0
-    DYNAMIC_TOPIC_CONFIG = 1
-    DYNAMIC_BROKER_CONFIG = 2
-    DYNAMIC_DEFAULT_BROKER_CONFIG = 3
-    STATIC_BROKER_CONFIG = 4
-    DEFAULT_CONFIG = 5
-    DYNAMIC_BROKER_LOGGER_CONFIG = 6
-    CLIENT_METRICS_CONFIG = 7
-    GROUP_CONFIG = 8
 
 
 @dataclass(frozen=True, slots=True)

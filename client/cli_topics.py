@@ -23,7 +23,7 @@ import argparse
 import sys
 from typing import Any
 
-from client.admin import Admin, ClusterDescription, ConfigEntry, ConfigResource, ConfigResourceType
+from client.admin import Admin, ClusterDescription, ConfigEntry, ConfigResource
 from client.cli_common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -45,6 +45,7 @@ from client.errors import (
     UnknownTopicOrPartitionError,
 )
 from client.metadata import TopicInfo
+from client.protocol.configs import ConfigResourceType
 from client.structs import NewTopic
 
 TOPIC_EXAMPLES = """\

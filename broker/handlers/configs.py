@@ -19,18 +19,14 @@ from typing import TYPE_CHECKING
 
 from broker.config_entries import ConfigEntry, broker_config_entries, topic_config_entries
 from broker.router import RequestContext
-from broker.topic_config import TOPIC_CONFIGS, ConfigType
+from broker.topic_config import TOPIC_CONFIGS
 from broker.topics import TopicError
+from client.protocol.configs import ConfigResourceType, ConfigType
 from client.protocol.errors import ErrorCode
 from client.protocol.schema import Message
 
 if TYPE_CHECKING:
     from broker.server import Broker
-
-
-class ResourceType(enum.IntEnum):
-    TOPIC = 2
-    BROKER = 4
 
 
 class AlterOperation(enum.IntEnum):
@@ -53,12 +49,12 @@ def _duplicates(resources: list[Message]) -> set[tuple[int, str]]:
 
 
 def _resource_entries(broker: Broker, resource_type: int, name: str) -> list[ConfigEntry]:
-    if resource_type == ResourceType.TOPIC:
+    if resource_type == ConfigResourceType.TOPIC:
         topic = broker.cluster.topic(name)
         if topic is None:
             raise _ResourceError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
         return topic_config_entries(broker.config, topic.configs)
-    if resource_type == ResourceType.BROKER:
+    if resource_type == ConfigResourceType.BROKER:
         _check_this_broker(broker, name)
         return broker_config_entries(broker.config)
     raise _ResourceError(
@@ -212,13 +208,13 @@ def _alter_resource(
 ) -> None:
     resource_type: int = resource["resource_type"]
     name: str = resource["resource_name"]
-    if resource_type == ResourceType.BROKER:
+    if resource_type == ConfigResourceType.BROKER:
         _check_this_broker(broker, name)
         raise _ResourceError(
             ErrorCode.INVALID_REQUEST,
             "broker configs are read-only: edit the config file and restart the broker",
         )
-    if resource_type != ResourceType.TOPIC:
+    if resource_type != ConfigResourceType.TOPIC:
         raise _ResourceError(
             ErrorCode.INVALID_REQUEST, f"resource type {resource_type} has no configs here"
         )

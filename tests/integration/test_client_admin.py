@@ -11,13 +11,14 @@ import trio
 import trustme
 
 from broker.config import ListenerConfig, TlsConfig
-from client.admin import Admin, ConfigResource, ConfigResourceType
+from client.admin import Admin, ConfigResource
 from client.errors import (
     KafkaTimeoutError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
 from client.producer import Producer
+from client.protocol.configs import ConfigResourceType
 from client.structs import NewTopic, TopicPartition
 from tests.integration.conftest import RunningBroker, StartBroker, local_config
 

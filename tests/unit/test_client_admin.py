@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from client.admin import Admin, ConfigResource, ConfigResourceType, ConfigSource
+from client.admin import Admin, ConfigResource
 from client.errors import (
     InvalidPartitionsError,
     KafkaTimeoutError,
@@ -17,6 +17,7 @@ from client.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
+from client.protocol.configs import ConfigResourceType, ConfigSource
 from client.protocol.errors import ErrorCode
 from client.protocol.records import RecordInput, encode_batch
 from client.structs import NewTopic, TopicPartition
