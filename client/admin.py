@@ -29,7 +29,7 @@ from client.connection import BrokerConnection
 from client.errors import KafkaError, error_for_code
 from client.metadata import BrokerInfo, ClusterMetadata, TopicInfo
 from client.offsets import EARLIEST, LATEST, MAX_TIMESTAMP, OffsetAndTimestamp, list_offsets
-from client.protocol.configs import ConfigResourceType, ConfigSource
+from client.protocol.configs import AlterOperation, ConfigResourceType, ConfigSource
 from client.protocol.errors import ErrorCode
 from client.protocol.messages.admin import (
     CREATE_PARTITIONS,
@@ -339,7 +339,9 @@ class Admin(GroupAdmin):
                         "configs": [
                             {
                                 "name": name,
-                                "config_operation": 1 if value is None else 0,
+                                "config_operation": int(
+                                    AlterOperation.DELETE if value is None else AlterOperation.SET
+                                ),
                                 "value": value,
                             }
                             for name, value in values.items()

@@ -12,7 +12,6 @@ changes nothing. Broker configs cannot be altered (INVALID_REQUEST).
 
 from __future__ import annotations
 
-import enum
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -21,19 +20,12 @@ from broker.config_entries import ConfigEntry, broker_config_entries, topic_conf
 from broker.router import RequestContext
 from broker.topic_config import TOPIC_CONFIGS
 from broker.topics import TopicError
-from client.protocol.configs import ConfigResourceType, ConfigType
+from client.protocol.configs import AlterOperation, ConfigResourceType, ConfigType
 from client.protocol.errors import ErrorCode
 from client.protocol.schema import Message
 
 if TYPE_CHECKING:
     from broker.server import Broker
-
-
-class AlterOperation(enum.IntEnum):
-    SET = 0
-    DELETE = 1
-    APPEND = 2
-    SUBTRACT = 3
 
 
 class _ResourceError(Exception):

@@ -28,6 +28,15 @@ class ConfigSource(enum.IntEnum):
     GROUP_CONFIG = 8
 
 
+class AlterOperation(enum.IntEnum):
+    """IncrementalAlterConfigs' ConfigOperation."""
+
+    SET = 0
+    DELETE = 1
+    APPEND = 2
+    SUBTRACT = 3
+
+
 class ConfigType(enum.IntEnum):
     """A config's value type (DescribeConfigs v3+)."""
 
