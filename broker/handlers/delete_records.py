@@ -9,7 +9,7 @@ delete) refuses with POLICY_VIOLATION, as in Kafka: its records leave by compact
 
 from __future__ import annotations
 
-from broker.handlers.partitions import local_partition
+from broker.handlers.partitions import local_partition, per_partition
 from broker.router import RequestContext
 from client.protocol.errors import ErrorCode
 from client.protocol.schema import Message
@@ -22,13 +22,7 @@ NO_LOW_WATERMARK = -1
 async def handle(ctx: RequestContext, request: Message) -> Message:
     return {
         "throttle_time_ms": 0,
-        "topics": [
-            {
-                "name": topic["name"],
-                "partitions": [_delete(ctx, topic["name"], p) for p in topic["partitions"]],
-            }
-            for topic in request["topics"]
-        ],
+        "topics": per_partition(request, lambda name, p: _delete(ctx, name, p)),
     }
 
 
@@ -62,13 +56,7 @@ def _partition_result(
 def error_response(request: Message, version: int, code: ErrorCode) -> Message:
     return {
         "throttle_time_ms": 0,
-        "topics": [
-            {
-                "name": topic["name"],
-                "partitions": [
-                    _partition_result(p["partition_index"], code) for p in topic["partitions"]
-                ],
-            }
-            for topic in request["topics"]
-        ],
+        "topics": per_partition(
+            request, lambda _, p: _partition_result(p["partition_index"], code)
+        ),
     }

@@ -9,7 +9,7 @@ partition's leader epoch (v4+).
 
 from __future__ import annotations
 
-from broker.handlers.partitions import NO_LEADER_EPOCH, local_partition
+from broker.handlers.partitions import NO_LEADER_EPOCH, local_partition, per_partition
 from broker.router import RequestContext
 from client.protocol.errors import ErrorCode
 from client.protocol.schema import Message
@@ -24,16 +24,10 @@ NO_OFFSET = -1
 
 
 async def handle(ctx: RequestContext, request: Message) -> Message:
-    topics = []
-    for topic in request["topics"]:
-        name: str = topic["name"]
-        topics.append(
-            {
-                "name": name,
-                "partitions": [_list_partition(ctx, name, p) for p in topic["partitions"]],
-            }
-        )
-    return {"throttle_time_ms": 0, "topics": topics}
+    return {
+        "throttle_time_ms": 0,
+        "topics": per_partition(request, lambda name, p: _list_partition(ctx, name, p)),
+    }
 
 
 def _list_partition(ctx: RequestContext, topic: str, request: Message) -> Message:
@@ -100,13 +94,5 @@ def error_response(request: Message, version: int, code: ErrorCode) -> Message:
     """Every requested partition with `code`."""
     return {
         "throttle_time_ms": 0,
-        "topics": [
-            {
-                "name": topic["name"],
-                "partitions": [
-                    _partition_error(p["partition_index"], code) for p in topic["partitions"]
-                ],
-            }
-            for topic in request["topics"]
-        ],
+        "topics": per_partition(request, lambda _, p: _partition_error(p["partition_index"], code)),
     }

@@ -9,7 +9,7 @@ Fetch.
 
 from __future__ import annotations
 
-from broker.handlers.partitions import local_partition
+from broker.handlers.partitions import local_partition, per_partition
 from broker.router import RequestContext
 from client.protocol.errors import ErrorCode
 from client.protocol.schema import Message
@@ -22,13 +22,9 @@ UNDEFINED_OFFSET = -1
 async def handle(ctx: RequestContext, request: Message) -> Message:
     return {
         "throttle_time_ms": 0,
-        "topics": [
-            {
-                "topic": topic["topic"],
-                "partitions": [_end_offset(ctx, topic["topic"], p) for p in topic["partitions"]],
-            }
-            for topic in request["topics"]
-        ],
+        "topics": per_partition(
+            request, lambda name, p: _end_offset(ctx, name, p), topic_field="topic"
+        ),
     }
 
 
@@ -65,13 +61,7 @@ def _partition_result(
 def error_response(request: Message, version: int, code: ErrorCode) -> Message:
     return {
         "throttle_time_ms": 0,
-        "topics": [
-            {
-                "topic": topic["topic"],
-                "partitions": [
-                    _partition_result(p["partition"], code) for p in topic["partitions"]
-                ],
-            }
-            for topic in request["topics"]
-        ],
+        "topics": per_partition(
+            request, lambda _, p: _partition_result(p["partition"], code), topic_field="topic"
+        ),
     }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from broker.cluster import PartitionMetadata
 from broker.router import RequestContext
 from client.protocol.errors import ErrorCode
+from client.protocol.schema import Message
 from storage.log import PartitionLog
 
 NO_LEADER_EPOCH = -1
@@ -36,3 +38,17 @@ def local_partition(
             return ErrorCode.FENCED_LEADER_EPOCH
         return ErrorCode.UNKNOWN_LEADER_EPOCH
     return LocalPartition(partition, partition_log)
+
+
+def per_partition(
+    request: Message, answer: Callable[[str, Message], Message], *, topic_field: str = "name"
+) -> list[Message]:
+    """A response's `topics` for a request's `topics`: each requested partition answered
+    by `answer(topic name, partition request)`, in request order."""
+    return [
+        {
+            topic_field: topic[topic_field],
+            "partitions": [answer(topic[topic_field], p) for p in topic["partitions"]],
+        }
+        for topic in request["topics"]
+    ]
