@@ -48,8 +48,10 @@ def _violations(root: Path) -> list[str]:
             for lineno, imported in _imports(path):
                 for banned in rules:
                     for ban in banned:
-                        hit = imported.startswith(ban) if ban.endswith(".") else (
-                            imported == ban or imported.startswith(ban + ".")
+                        hit = (
+                            imported.startswith(ban)
+                            if ban.endswith(".")
+                            else (imported == ban or imported.startswith(ban + "."))
                         )
                         if hit:
                             problems.append(f"{path.relative_to(root)}:{lineno} imports {imported}")
