@@ -7,23 +7,32 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
+# The editable install is strict (a tree of links to the package's files, so only `tidelog`
+# is importable): a module added or removed needs a re-install, so the stamps depend on the
+# list of the package's files, rewritten only when it changes.
+MODULE_LIST := $(VENV)/.modules
+MODULES := $(sort $(wildcard *.py py.typed) $(shell find broker client storage -name '*.py'))
+INSTALL := $(BIN)/python -m pip install --quiet --config-settings editable_mode=strict
 
-.PHONY: run test lint typecheck unit bench bench-smoke clean
+.PHONY: run test lint typecheck unit bench bench-smoke clean FORCE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(RUN_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(MODULE_LIST): FORCE | $(BIN)/python
+	@echo '$(MODULES)' | cmp -s - $@ || echo '$(MODULES)' > $@
+
+$(RUN_STAMP): pyproject.toml $(MODULE_LIST)
+	$(INSTALL) -e .
 	touch $@
 
-$(DEV_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(DEV_STAMP): pyproject.toml $(MODULE_LIST)
+	$(INSTALL) -e '.[dev]'
 	touch $@ $(RUN_STAMP)
 
-$(BENCH_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+$(BENCH_STAMP): pyproject.toml $(MODULE_LIST)
+	$(INSTALL) -e '.[dev,bench]'
 	touch $@ $(DEV_STAMP) $(RUN_STAMP)
 
 run: $(RUN_STAMP)
@@ -46,4 +55,4 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench run
 
 clean:
-	rm -rf $(VENV) tidelog-data
+	rm -rf $(VENV) tidelog-data build

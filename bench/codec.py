@@ -26,16 +26,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from client.protocol.apis import decode_request_header, encode_request
-from client.protocol.messages.data import PRODUCE
-from client.protocol.records import (
+from tidelog.client.protocol.apis import decode_request_header, encode_request
+from tidelog.client.protocol.messages.data import PRODUCE
+from tidelog.client.protocol.records import (
     Compression,
     RecordInput,
     decode_batches,
     encode_batch,
     iter_batches,
 )
-from client.protocol.schema import Message
+from tidelog.client.protocol.schema import Message
 
 PRODUCE_VERSION = 9
 TOPIC = "bench-codec"

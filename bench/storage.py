@@ -20,10 +20,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from client.protocol.records import RecordInput, encode_batch, parse_batch_header
-from storage.config import LogConfig
-from storage.filesystem import OsFileSystem
-from storage.log import PartitionLog
+from tidelog.client.protocol.records import RecordInput, encode_batch, parse_batch_header
+from tidelog.storage.config import LogConfig
+from tidelog.storage.filesystem import OsFileSystem
+from tidelog.storage.log import PartitionLog
 
 MiB = 1024 * 1024
 RECORD_VALUE_BYTES = 1024

@@ -23,7 +23,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from broker.config import BrokerConfig, ConfigError, ListenerConfig, load_config
+from tidelog.broker.config import BrokerConfig, ConfigError, ListenerConfig, load_config
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -58,9 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_client_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     try:
-        client_cli = importlib.import_module("client.cli")
+        client_cli = importlib.import_module("tidelog.client.cli")
     except ModuleNotFoundError as exc:
-        if exc.name != "client.cli":
+        if exc.name != "tidelog.client.cli":
             raise
         return
     client_cli.add_commands(subparsers)
@@ -97,7 +97,7 @@ def _run_dev(args: argparse.Namespace) -> int:
 def _run_broker(config: BrokerConfig) -> int:
     # Imported here, not at the top: the server's modules take a noticeable share of a
     # client command's start-up (`tidelog consume ...` never needs them).
-    from broker.serve import run_broker
+    from tidelog.broker.serve import run_broker
 
     return run_broker(config)
 

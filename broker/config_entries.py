@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.config import BrokerConfig, ListenerConfig
-from broker.topic_config import TOPIC_CONFIGS, format_config_value
-from client.protocol.configs import ConfigSource, ConfigType
-from client.protocol.schema import Message
+from tidelog.broker.config import BrokerConfig, ListenerConfig
+from tidelog.broker.topic_config import TOPIC_CONFIGS, format_config_value
+from tidelog.client.protocol.configs import ConfigSource, ConfigType
+from tidelog.client.protocol.schema import Message
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,21 +29,21 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import trio
 
-from broker.network import PeerInfo, plain_socket
-from broker.router import CloseConnection, ConnectionInfo, RequestContext, Route, Router
-from client.protocol.apis import (
+from tidelog.broker.network import PeerInfo, plain_socket
+from tidelog.broker.router import CloseConnection, ConnectionInfo, RequestContext, Route, Router
+from tidelog.client.protocol.apis import (
     RequestHeader,
     decode_request_header,
     encode_response_header,
 )
-from client.protocol.errors import ErrorCode, ProtocolError
-from client.protocol.framing import NEED_DATA, FrameDecoder
-from client.protocol.messages.api_versions import API_VERSIONS
-from client.protocol.primitives import Splice, Writer
-from client.protocol.schema import Api, Message
+from tidelog.client.protocol.errors import ErrorCode, ProtocolError
+from tidelog.client.protocol.framing import NEED_DATA, FrameDecoder
+from tidelog.client.protocol.messages.api_versions import API_VERSIONS
+from tidelog.client.protocol.primitives import Splice, Writer
+from tidelog.client.protocol.schema import Api, Message
 
 if TYPE_CHECKING:
-    from broker.server import Broker
+    from tidelog.broker.server import Broker
 
 log = logging.getLogger(__name__)
 

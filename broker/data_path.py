@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from broker.producer_state import ProducerStateTable
-from storage.log import PartitionLog
+from tidelog.broker.producer_state import ProducerStateTable
+from tidelog.storage.log import PartitionLog
 
 if TYPE_CHECKING:
-    from broker.server import Broker
+    from tidelog.broker.server import Broker
 
 PartitionKey = tuple[str, int]
 

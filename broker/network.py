@@ -24,7 +24,7 @@ from typing import NoReturn, Protocol
 
 import trio
 
-from broker.config import TlsConfig
+from tidelog.broker.config import TlsConfig
 
 log = logging.getLogger(__name__)
 

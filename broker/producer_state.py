@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from client.protocol.errors import ErrorCode
+from tidelog.client.protocol.errors import ErrorCode
 
 BATCHES_PER_PRODUCER = 5
 """How many recent batches per producer are remembered to answer retried duplicates."""

@@ -31,13 +31,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from client.protocol.apis import API_BY_KEY, RequestHeader
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Api, Message, Versions
+from tidelog.client.protocol.apis import API_BY_KEY, RequestHeader
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Api, Message, Versions
 
 if TYPE_CHECKING:
-    from broker.network import PeerInfo
-    from broker.server import Broker
+    from tidelog.broker.network import PeerInfo
+    from tidelog.broker.server import Broker
 
 
 class CloseConnection(Exception):

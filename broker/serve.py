@@ -12,12 +12,12 @@ import sys
 
 import trio
 
-from broker.cli import EXIT_FAILED, EXIT_OK
-from broker.config import BrokerConfig
-from broker.network import TcpNetwork
-from broker.server import Broker, wall_clock_ms
-from broker.topics import MetadataStoreError
-from storage.filesystem import OsFileSystem
+from tidelog.broker.cli import EXIT_FAILED, EXIT_OK
+from tidelog.broker.config import BrokerConfig
+from tidelog.broker.network import TcpNetwork
+from tidelog.broker.server import Broker, wall_clock_ms
+from tidelog.broker.topics import MetadataStoreError
+from tidelog.storage.filesystem import OsFileSystem
 
 log = logging.getLogger("tidelog")
 

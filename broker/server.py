@@ -33,17 +33,17 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from broker.cluster import BrokerNode, Cluster, Endpoint
-from broker.config import BrokerConfig, ListenerConfig
-from broker.connection import Connection
-from broker.groups.service import GroupService
-from broker.handlers import ROUTES
-from broker.network import Network, server_ssl_context, stream_peer
-from broker.router import Router
-from broker.topics import TopicManager, load_cluster_identity
-from storage.cleaner import compact, dirty_ratio
-from storage.errors import StorageError
-from storage.filesystem import FileSystem
+from tidelog.broker.cluster import BrokerNode, Cluster, Endpoint
+from tidelog.broker.config import BrokerConfig, ListenerConfig
+from tidelog.broker.connection import Connection
+from tidelog.broker.groups.service import GroupService
+from tidelog.broker.handlers import ROUTES
+from tidelog.broker.network import Network, server_ssl_context, stream_peer
+from tidelog.broker.router import Router
+from tidelog.broker.topics import TopicManager, load_cluster_identity
+from tidelog.storage.cleaner import compact, dirty_ratio
+from tidelog.storage.errors import StorageError
+from tidelog.storage.filesystem import FileSystem
 
 FLUSH_CHECK_INTERVAL_MS = 1000
 """How often the flush ticker looks at the logs' flush policies."""

@@ -12,9 +12,9 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from broker.config import BrokerConfig
-from client.protocol.configs import ConfigType
-from storage.config import INT32_MAX, INT64_MAX, LogConfig, TimestampType
+from tidelog.broker.config import BrokerConfig
+from tidelog.client.protocol.configs import ConfigType
+from tidelog.storage.config import INT32_MAX, INT64_MAX, LogConfig, TimestampType
 
 
 class InvalidTopicConfigError(ValueError):

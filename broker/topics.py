@@ -36,14 +36,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from broker.cluster import Cluster, PartitionMetadata, TopicMetadata
-from broker.config import BrokerConfig
-from broker.topic_config import InvalidTopicConfigError, log_config, validate_topic_configs
-from client.protocol.errors import ErrorCode
-from storage.checkpoint import TEMP_SUFFIX, read_file_if_exists, write_atomic
-from storage.filesystem import FileSystem
-from storage.log import PartitionLog
-from storage.log_directory import LogDirectory
+from tidelog.broker.cluster import Cluster, PartitionMetadata, TopicMetadata
+from tidelog.broker.config import BrokerConfig
+from tidelog.broker.topic_config import InvalidTopicConfigError, log_config, validate_topic_configs
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.storage.checkpoint import TEMP_SUFFIX, read_file_if_exists, write_atomic
+from tidelog.storage.filesystem import FileSystem
+from tidelog.storage.log import PartitionLog
+from tidelog.storage.log_directory import LogDirectory
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """tidelog's Kafka client on trio: `Producer`, `Consumer` (manual assignment or consumer
 groups) and `Admin`.
 
-    from client import Producer, Consumer, Admin, NewTopic, TopicPartition
+    from tidelog.client import Producer, Consumer, Admin, NewTopic, TopicPartition
 
-Names are loaded on first use, so importing `client.protocol` (which the broker and the
+Names are loaded on first use, so importing `tidelog.client.protocol` (which the broker and the
 storage layer do) does not pull in trio or the client itself.
 """
 
@@ -13,52 +13,52 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "Producer": "client.producer",
-    "RecordFuture": "client.producer",
-    "Consumer": "client.consumer",
-    "Admin": "client.admin",
-    "ConfigResource": "client.admin",
-    "ConfigResourceType": "client.protocol.configs",
-    "ConfigEntry": "client.admin",
-    "ClusterDescription": "client.admin",
-    "OffsetAndTimestamp": "client.offsets",
-    "TopicInfo": "client.metadata",
-    "PartitionInfo": "client.metadata",
-    "BrokerInfo": "client.metadata",
-    "TopicPartition": "client.structs",
-    "RecordMetadata": "client.structs",
-    "ConsumerRecord": "client.structs",
-    "NewTopic": "client.structs",
-    "OffsetAndMetadata": "client.structs",
-    "ConsumerGroupMetadata": "client.structs",
-    "RebalanceListener": "client.group_coordinator",
-    "CommitFailedError": "client.errors",
-    "RebalanceInProgressError": "client.errors",
-    "FencedInstanceIdError": "client.errors",
-    "IllegalGenerationError": "client.errors",
-    "UnknownMemberIdError": "client.errors",
-    "GroupAuthorizationFailedError": "client.errors",
-    "KafkaError": "client.errors",
-    "ConfigError": "client.errors",
-    "KafkaConnectionError": "client.errors",
-    "KafkaTimeoutError": "client.errors",
-    "KafkaProtocolError": "client.errors",
-    "IncompatibleBrokerError": "client.errors",
-    "ClientClosedError": "client.errors",
-    "RecordTooLargeError": "client.errors",
-    "NoOffsetForPartitionError": "client.errors",
-    "BrokerResponseError": "client.errors",
-    "OffsetOutOfRangeError": "client.errors",
-    "UnknownTopicOrPartitionError": "client.errors",
-    "TopicAlreadyExistsError": "client.errors",
-    "NotLeaderOrFollowerError": "client.errors",
-    "MessageTooLargeError": "client.errors",
-    "InvalidTopicError": "client.errors",
-    "InvalidPartitionsError": "client.errors",
-    "InvalidReplicationFactorError": "client.errors",
-    "InvalidConfigError": "client.errors",
-    "OutOfOrderSequenceNumberError": "client.errors",
-    "error_for_code": "client.errors",
+    "Producer": "tidelog.client.producer",
+    "RecordFuture": "tidelog.client.producer",
+    "Consumer": "tidelog.client.consumer",
+    "Admin": "tidelog.client.admin",
+    "ConfigResource": "tidelog.client.admin",
+    "ConfigResourceType": "tidelog.client.protocol.configs",
+    "ConfigEntry": "tidelog.client.admin",
+    "ClusterDescription": "tidelog.client.admin",
+    "OffsetAndTimestamp": "tidelog.client.offsets",
+    "TopicInfo": "tidelog.client.metadata",
+    "PartitionInfo": "tidelog.client.metadata",
+    "BrokerInfo": "tidelog.client.metadata",
+    "TopicPartition": "tidelog.client.structs",
+    "RecordMetadata": "tidelog.client.structs",
+    "ConsumerRecord": "tidelog.client.structs",
+    "NewTopic": "tidelog.client.structs",
+    "OffsetAndMetadata": "tidelog.client.structs",
+    "ConsumerGroupMetadata": "tidelog.client.structs",
+    "RebalanceListener": "tidelog.client.group_coordinator",
+    "CommitFailedError": "tidelog.client.errors",
+    "RebalanceInProgressError": "tidelog.client.errors",
+    "FencedInstanceIdError": "tidelog.client.errors",
+    "IllegalGenerationError": "tidelog.client.errors",
+    "UnknownMemberIdError": "tidelog.client.errors",
+    "GroupAuthorizationFailedError": "tidelog.client.errors",
+    "KafkaError": "tidelog.client.errors",
+    "ConfigError": "tidelog.client.errors",
+    "KafkaConnectionError": "tidelog.client.errors",
+    "KafkaTimeoutError": "tidelog.client.errors",
+    "KafkaProtocolError": "tidelog.client.errors",
+    "IncompatibleBrokerError": "tidelog.client.errors",
+    "ClientClosedError": "tidelog.client.errors",
+    "RecordTooLargeError": "tidelog.client.errors",
+    "NoOffsetForPartitionError": "tidelog.client.errors",
+    "BrokerResponseError": "tidelog.client.errors",
+    "OffsetOutOfRangeError": "tidelog.client.errors",
+    "UnknownTopicOrPartitionError": "tidelog.client.errors",
+    "TopicAlreadyExistsError": "tidelog.client.errors",
+    "NotLeaderOrFollowerError": "tidelog.client.errors",
+    "MessageTooLargeError": "tidelog.client.errors",
+    "InvalidTopicError": "tidelog.client.errors",
+    "InvalidPartitionsError": "tidelog.client.errors",
+    "InvalidReplicationFactorError": "tidelog.client.errors",
+    "InvalidConfigError": "tidelog.client.errors",
+    "OutOfOrderSequenceNumberError": "tidelog.client.errors",
+    "error_for_code": "tidelog.client.errors",
 }
 
 __all__ = [
@@ -115,16 +115,16 @@ assert set(__all__) == set(_EXPORTS), "__all__ and _EXPORTS disagree"
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'client' has no attribute {name!r}")
+        raise AttributeError(f"module 'tidelog.client' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 if TYPE_CHECKING:
-    from client.admin import Admin, ClusterDescription, ConfigEntry, ConfigResource
-    from client.consumer import Consumer
-    from client.errors import (
+    from tidelog.client.admin import Admin, ClusterDescription, ConfigEntry, ConfigResource
+    from tidelog.client.consumer import Consumer
+    from tidelog.client.errors import (
         BrokerResponseError,
         ClientClosedError,
         CommitFailedError,
@@ -153,12 +153,12 @@ if TYPE_CHECKING:
         UnknownTopicOrPartitionError,
         error_for_code,
     )
-    from client.group_coordinator import RebalanceListener
-    from client.metadata import BrokerInfo, PartitionInfo, TopicInfo
-    from client.offsets import OffsetAndTimestamp
-    from client.producer import Producer, RecordFuture
-    from client.protocol.configs import ConfigResourceType
-    from client.structs import (
+    from tidelog.client.group_coordinator import RebalanceListener
+    from tidelog.client.metadata import BrokerInfo, PartitionInfo, TopicInfo
+    from tidelog.client.offsets import OffsetAndTimestamp
+    from tidelog.client.producer import Producer, RecordFuture
+    from tidelog.client.protocol.configs import ConfigResourceType
+    from tidelog.client.structs import (
         ConsumerGroupMetadata,
         ConsumerRecord,
         NewTopic,

@@ -27,8 +27,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from client.protocol.records import RecordInput
-from client.structs import Header, TopicPartition
+from tidelog.client.protocol.records import RecordInput
+from tidelog.client.structs import Header, TopicPartition
 
 BATCH_OVERHEAD_BYTES = 61
 """A RecordBatch v2 header."""

@@ -23,25 +23,25 @@ from typing import Literal
 
 import trio
 
-from client.admin_base import GiveUp, Retry, unanswered
-from client.admin_groups import GroupAdmin
-from client.connection import BrokerConnection
-from client.errors import KafkaError, error_for_code
-from client.metadata import BrokerInfo, ClusterMetadata, TopicInfo
-from client.offsets import EARLIEST, LATEST, MAX_TIMESTAMP, OffsetAndTimestamp, list_offsets
-from client.protocol.configs import AlterOperation, ConfigResourceType, ConfigSource
-from client.protocol.errors import ErrorCode
-from client.protocol.messages.admin import (
+from tidelog.client.admin_base import GiveUp, Retry, unanswered
+from tidelog.client.admin_groups import GroupAdmin
+from tidelog.client.connection import BrokerConnection
+from tidelog.client.errors import KafkaError, error_for_code
+from tidelog.client.metadata import BrokerInfo, ClusterMetadata, TopicInfo
+from tidelog.client.offsets import EARLIEST, LATEST, MAX_TIMESTAMP, OffsetAndTimestamp, list_offsets
+from tidelog.client.protocol.configs import AlterOperation, ConfigResourceType, ConfigSource
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.messages.admin import (
     CREATE_PARTITIONS,
     CREATE_TOPICS,
     DELETE_TOPICS,
     DESCRIBE_CONFIGS,
     INCREMENTAL_ALTER_CONFIGS,
 )
-from client.protocol.messages.data import DELETE_RECORDS, DESCRIBE_CLUSTER, METADATA
-from client.protocol.primitives import ZERO_UUID
-from client.protocol.schema import Message
-from client.structs import NewTopic, TopicPartition
+from tidelog.client.protocol.messages.data import DELETE_RECORDS, DESCRIBE_CLUSTER, METADATA
+from tidelog.client.protocol.primitives import ZERO_UUID
+from tidelog.client.protocol.schema import Message
+from tidelog.client.structs import NewTopic, TopicPartition
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,18 +16,18 @@ from typing import Any, Self, TypeVar
 
 import trio
 
-from client.cluster import Cluster, enter_owned_nursery, exit_owned_nursery
-from client.config import AdminConfig
-from client.connection import BrokerConnection, Connector, backoff_s
-from client.errors import (
+from tidelog.client.cluster import Cluster, enter_owned_nursery, exit_owned_nursery
+from tidelog.client.config import AdminConfig
+from tidelog.client.connection import BrokerConnection, Connector, backoff_s
+from tidelog.client.errors import (
     ClientClosedError,
     KafkaError,
     KafkaProtocolError,
     KafkaTimeoutError,
     error_for_code,
 )
-from client.metadata import ClusterMetadata
-from client.protocol.errors import ErrorCode
+from tidelog.client.metadata import ClusterMetadata
+from tidelog.client.protocol.errors import ErrorCode
 
 T = TypeVar("T")
 

@@ -14,10 +14,15 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from client.admin_base import AdminBase, GiveUp, Retry
-from client.connection import BrokerConnection
-from client.errors import IncompatibleBrokerError, KafkaError, KafkaProtocolError, error_for_code
-from client.group_offsets import (
+from tidelog.client.admin_base import AdminBase, GiveUp, Retry
+from tidelog.client.connection import BrokerConnection
+from tidelog.client.errors import (
+    IncompatibleBrokerError,
+    KafkaError,
+    KafkaProtocolError,
+    error_for_code,
+)
+from tidelog.client.group_offsets import (
     OFFSET_COMMIT_MAX_VERSION,
     OFFSET_FETCH_MAX_VERSION,
     offset_commit_errors,
@@ -25,14 +30,14 @@ from client.group_offsets import (
     offset_fetch_request,
     offset_fetch_results,
 )
-from client.metadata import BrokerInfo
-from client.protocol.consumer_protocol import (
+from tidelog.client.metadata import BrokerInfo
+from tidelog.client.protocol.consumer_protocol import (
     CONSUMER_PROTOCOL_TYPE,
     decode_assignment,
     flatten_partitions,
 )
-from client.protocol.errors import CorruptMessageError, ErrorCode
-from client.protocol.messages.groups import (
+from tidelog.client.protocol.errors import CorruptMessageError, ErrorCode
+from tidelog.client.protocol.messages.groups import (
     DELETE_GROUPS,
     DESCRIBE_GROUPS,
     FIND_COORDINATOR,
@@ -40,8 +45,8 @@ from client.protocol.messages.groups import (
     OFFSET_COMMIT,
     OFFSET_FETCH,
 )
-from client.protocol.schema import Message
-from client.structs import OffsetAndMetadata, TopicPartition
+from tidelog.client.protocol.schema import Message
+from tidelog.client.structs import OffsetAndMetadata, TopicPartition
 
 T = TypeVar("T")
 

@@ -31,15 +31,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from client.protocol.consumer_protocol import (
+from tidelog.client.protocol.consumer_protocol import (
     ConsumerProtocolAssignment,
     ConsumerProtocolSubscription,
     flatten_partitions,
     group_partitions,
 )
-from client.protocol.errors import CorruptMessageError
-from client.protocol.primitives import Reader
-from client.structs import TopicPartition
+from tidelog.client.protocol.errors import CorruptMessageError
+from tidelog.client.protocol.primitives import Reader
+from tidelog.client.structs import TopicPartition
 
 UNKNOWN_GENERATION = -1
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import trio
 
-from client.config import parse_bootstrap_servers
-from client.errors import ConfigError, KafkaConnectionError, KafkaError, KafkaTimeoutError
+from tidelog.client.config import parse_bootstrap_servers
+from tidelog.client.errors import ConfigError, KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -342,7 +342,7 @@ def _connect_failure(exc: OSError) -> str:
 
 def _configure_client_logging(verbose: int) -> None:
     level = logging.ERROR if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.getLogger("client").setLevel(level)
+    logging.getLogger("tidelog.client").setLevel(level)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -24,8 +24,8 @@ from typing import BinaryIO, Literal
 
 import trio
 
-from client.admin import Admin
-from client.cli_common import (
+from tidelog.client.admin import Admin
+from tidelog.client.cli_common import (
     EXIT_OK,
     CliError,
     Interruption,
@@ -35,11 +35,16 @@ from client.cli_common import (
     positive_int,
     topic_missing,
 )
-from client.cli_format import DEFAULT_TEMPLATE, RecordFormatter, compile_template, record_json
-from client.cli_topics import admin
-from client.consumer import Consumer
-from client.errors import UnknownTopicOrPartitionError
-from client.structs import ConsumerRecord, TopicPartition
+from tidelog.client.cli_format import (
+    DEFAULT_TEMPLATE,
+    RecordFormatter,
+    compile_template,
+    record_json,
+)
+from tidelog.client.cli_topics import admin
+from tidelog.client.consumer import Consumer
+from tidelog.client.errors import UnknownTopicOrPartitionError
+from tidelog.client.structs import ConsumerRecord, TopicPartition
 
 POLL_MS = 200
 """How long one wait for records lasts before the end-of-range checks run again."""

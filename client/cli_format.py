@@ -23,8 +23,8 @@ import json
 import string
 from collections.abc import Callable
 
-from client.protocol.records import TimestampType
-from client.structs import ConsumerRecord
+from tidelog.client.protocol.records import TimestampType
+from tidelog.client.structs import ConsumerRecord
 
 RecordFormatter = Callable[[ConsumerRecord], bytes]
 DEFAULT_TEMPLATE = "%v\\n"

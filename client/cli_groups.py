@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from client.admin import Admin
-from client.admin_groups import GroupDescription, MemberDescription
-from client.cli_common import (
+from tidelog.client.admin import Admin
+from tidelog.client.admin_groups import GroupDescription, MemberDescription
+from tidelog.client.cli_common import (
     EXIT_OK,
     CliError,
     Interruption,
@@ -51,9 +51,13 @@ from client.cli_common import (
     print_json,
     topic_missing,
 )
-from client.cli_topics import admin
-from client.errors import GroupIdNotFoundError, NonEmptyGroupError, UnknownTopicOrPartitionError
-from client.structs import OffsetAndMetadata, TopicPartition
+from tidelog.client.cli_topics import admin
+from tidelog.client.errors import (
+    GroupIdNotFoundError,
+    NonEmptyGroupError,
+    UnknownTopicOrPartitionError,
+)
+from tidelog.client.structs import OffsetAndMetadata, TopicPartition
 
 GROUP_STATES = ("Empty", "Stable", "PreparingRebalance", "CompletingRebalance", "Dead")
 DESCRIBE_HEADERS = (

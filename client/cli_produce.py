@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from client.cli_common import (
+from tidelog.client.cli_common import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
@@ -33,11 +33,11 @@ from client.cli_common import (
     non_negative_int,
     note,
 )
-from client.cli_topics import admin
-from client.config import COMPRESSION_BY_NAME
-from client.errors import KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError
-from client.producer import Producer, RecordFuture
-from client.structs import Header
+from tidelog.client.cli_topics import admin
+from tidelog.client.config import COMPRESSION_BY_NAME
+from tidelog.client.errors import KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError
+from tidelog.client.producer import Producer, RecordFuture
+from tidelog.client.structs import Header
 
 READ_CHUNK_BYTES = 64 * 1024
 LINGER_MS = 5

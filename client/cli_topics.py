@@ -23,8 +23,8 @@ import argparse
 import sys
 from typing import Any
 
-from client.admin import Admin, ClusterDescription, ConfigEntry, ConfigResource
-from client.cli_common import (
+from tidelog.client.admin import Admin, ClusterDescription, ConfigEntry, ConfigResource
+from tidelog.client.cli_common import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
@@ -39,14 +39,14 @@ from client.cli_common import (
     print_json,
     topic_missing,
 )
-from client.errors import (
+from tidelog.client.errors import (
     IncompatibleBrokerError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
-from client.metadata import TopicInfo
-from client.protocol.configs import ConfigResourceType
-from client.structs import NewTopic
+from tidelog.client.metadata import TopicInfo
+from tidelog.client.protocol.configs import ConfigResourceType
+from tidelog.client.structs import NewTopic
 
 TOPIC_EXAMPLES = """\
 examples:

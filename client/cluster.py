@@ -23,10 +23,10 @@ from contextlib import AsyncExitStack
 
 import trio
 
-from client.broadcast import Broadcast
-from client.config import CommonConfig
-from client.connection import BrokerConnection, Connector, backoff_s, tcp_connector
-from client.errors import (
+from tidelog.client.broadcast import Broadcast
+from tidelog.client.config import CommonConfig
+from tidelog.client.connection import BrokerConnection, Connector, backoff_s, tcp_connector
+from tidelog.client.errors import (
     ClientClosedError,
     KafkaConnectionError,
     KafkaError,
@@ -34,11 +34,11 @@ from client.errors import (
     error_for_code,
     raise_for_code,
 )
-from client.metadata import ClusterMetadata, TopicInfo
-from client.protocol.errors import ErrorCode
-from client.protocol.messages.data import METADATA
-from client.protocol.primitives import ZERO_UUID
-from client.protocol.schema import Message
+from tidelog.client.metadata import ClusterMetadata, TopicInfo
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.messages.data import METADATA
+from tidelog.client.protocol.primitives import ZERO_UUID
+from tidelog.client.protocol.schema import Message
 
 log = logging.getLogger(__name__)
 

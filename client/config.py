@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from client.errors import ConfigError
-from client.protocol.records import Compression
+from tidelog.client.errors import ConfigError
+from tidelog.client.protocol.records import Compression
 
 INT32_MAX = 2**31 - 1
 

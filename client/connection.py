@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from client.errors import (
+from tidelog.client.errors import (
     ClientClosedError,
     IncompatibleBrokerError,
     KafkaConnectionError,
@@ -32,11 +32,11 @@ from client.errors import (
     KafkaTimeoutError,
     raise_for_code,
 )
-from client.protocol.apis import API_BY_KEY, decode_response, encode_request
-from client.protocol.errors import ErrorCode, ProtocolError
-from client.protocol.framing import NEED_DATA, FrameDecoder
-from client.protocol.messages.api_versions import API_VERSIONS
-from client.protocol.schema import Api, Message
+from tidelog.client.protocol.apis import API_BY_KEY, decode_response, encode_request
+from tidelog.client.protocol.errors import ErrorCode, ProtocolError
+from tidelog.client.protocol.framing import NEED_DATA, FrameDecoder
+from tidelog.client.protocol.messages.api_versions import API_VERSIONS
+from tidelog.client.protocol.schema import Api, Message
 
 log = logging.getLogger(__name__)
 

@@ -35,11 +35,11 @@ from typing import Any
 
 import trio
 
-from client.broadcast import Broadcast
-from client.cluster import Cluster, enter_owned_nursery, exit_owned_nursery
-from client.config import ConsumerConfig
-from client.connection import BrokerConnection, Connector, backoff_s
-from client.errors import (
+from tidelog.client.broadcast import Broadcast
+from tidelog.client.cluster import Cluster, enter_owned_nursery, exit_owned_nursery
+from tidelog.client.config import ConsumerConfig
+from tidelog.client.connection import BrokerConnection, Connector, backoff_s
+from tidelog.client.errors import (
     ClientClosedError,
     ConfigError,
     IncompatibleBrokerError,
@@ -49,14 +49,14 @@ from client.errors import (
     OffsetOutOfRangeError,
     error_for_code,
 )
-from client.fetcher import FetchedChunk, SubscriptionState, decode_partition_records
-from client.group_commits import CommitCallback
-from client.group_coordinator import GroupCoordinator, RebalanceCallback, RebalanceListener
-from client.offsets import EARLIEST, LATEST, OffsetAndTimestamp, list_offsets
-from client.protocol.errors import ErrorCode, ProtocolError
-from client.protocol.messages.data import FETCH
-from client.protocol.schema import Message
-from client.structs import (
+from tidelog.client.fetcher import FetchedChunk, SubscriptionState, decode_partition_records
+from tidelog.client.group_commits import CommitCallback
+from tidelog.client.group_coordinator import GroupCoordinator, RebalanceCallback, RebalanceListener
+from tidelog.client.offsets import EARLIEST, LATEST, OffsetAndTimestamp, list_offsets
+from tidelog.client.protocol.errors import ErrorCode, ProtocolError
+from tidelog.client.protocol.messages.data import FETCH
+from tidelog.client.protocol.schema import Message
+from tidelog.client.structs import (
     ConsumerGroupMetadata,
     ConsumerRecord,
     OffsetAndMetadata,

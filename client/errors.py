@@ -11,7 +11,7 @@ catch e.g. `TopicAlreadyExistsError` rather than compare codes.
 
 from __future__ import annotations
 
-from client.protocol.errors import ErrorCode
+from tidelog.client.protocol.errors import ErrorCode
 
 
 class KafkaError(Exception):

@@ -22,15 +22,15 @@ import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
-from client.errors import KafkaError
-from client.protocol.records import (
+from tidelog.client.errors import KafkaError
+from tidelog.client.protocol.records import (
     DECOMPRESSED_BYTES_MAX_DEFAULT,
     ControlRecordType,
     control_record_type,
     decode_batches,
 )
-from client.protocol.schema import Message
-from client.structs import ConsumerRecord, TopicPartition
+from tidelog.client.protocol.schema import Message
+from tidelog.client.structs import ConsumerRecord, TopicPartition
 
 
 class FetchedChunk:

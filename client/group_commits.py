@@ -21,20 +21,20 @@ from dataclasses import dataclass, field
 
 import trio
 
-from client.broadcast import Broadcast
-from client.config import ConsumerConfig
-from client.connection import backoff_s
-from client.errors import (
+from tidelog.client.broadcast import Broadcast
+from tidelog.client.config import ConsumerConfig
+from tidelog.client.connection import backoff_s
+from tidelog.client.errors import (
     CommitFailedError,
     KafkaError,
     KafkaTimeoutError,
     RebalanceInProgressError,
     error_for_code,
 )
-from client.fetcher import SubscriptionState
-from client.group_connections import CoordinatorConnections
-from client.group_membership import CommitIdentity, GroupMembership
-from client.group_offsets import (
+from tidelog.client.fetcher import SubscriptionState
+from tidelog.client.group_connections import CoordinatorConnections
+from tidelog.client.group_membership import CommitIdentity, GroupMembership
+from tidelog.client.group_offsets import (
     OFFSET_COMMIT_MAX_VERSION,
     OFFSET_FETCH_MAX_VERSION,
     offset_commit_errors,
@@ -42,9 +42,9 @@ from client.group_offsets import (
     offset_fetch_request,
     offset_fetch_results,
 )
-from client.protocol.errors import ErrorCode
-from client.protocol.messages.groups import OFFSET_COMMIT, OFFSET_FETCH
-from client.structs import OffsetAndMetadata, TopicPartition
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.messages.groups import OFFSET_COMMIT, OFFSET_FETCH
+from tidelog.client.structs import OffsetAndMetadata, TopicPartition
 
 log = logging.getLogger(__name__)
 

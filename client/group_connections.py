@@ -21,13 +21,18 @@ from typing import Literal
 
 import trio
 
-from client.broadcast import Broadcast
-from client.cluster import Cluster
-from client.connection import BrokerConnection
-from client.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, error_for_code
-from client.group_membership import GroupMembership
-from client.protocol.errors import ErrorCode
-from client.protocol.messages.groups import FIND_COORDINATOR
+from tidelog.client.broadcast import Broadcast
+from tidelog.client.cluster import Cluster
+from tidelog.client.connection import BrokerConnection
+from tidelog.client.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    error_for_code,
+)
+from tidelog.client.group_membership import GroupMembership
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.messages.groups import FIND_COORDINATOR
 
 log = logging.getLogger(__name__)
 

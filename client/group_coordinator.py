@@ -24,15 +24,15 @@ from dataclasses import dataclass
 
 import trio
 
-from client.assignors import assignor_for_name
-from client.broadcast import Broadcast
-from client.cluster import Cluster
-from client.config import ConsumerConfig
-from client.errors import ClientClosedError, KafkaError, error_for_code
-from client.fetcher import SubscriptionState
-from client.group_commits import OffsetCommitter
-from client.group_connections import CoordinatorConnections
-from client.group_membership import (
+from tidelog.client.assignors import assignor_for_name
+from tidelog.client.broadcast import Broadcast
+from tidelog.client.cluster import Cluster
+from tidelog.client.config import ConsumerConfig
+from tidelog.client.errors import ClientClosedError, KafkaError, error_for_code
+from tidelog.client.fetcher import SubscriptionState
+from tidelog.client.group_commits import OffsetCommitter
+from tidelog.client.group_connections import CoordinatorConnections
+from tidelog.client.group_membership import (
     ApplyAssignment,
     Assign,
     Fail,
@@ -45,9 +45,9 @@ from client.group_membership import (
     SendSyncGroup,
     Wait,
 )
-from client.protocol.errors import ErrorCode
-from client.protocol.messages.groups import HEARTBEAT, JOIN_GROUP, LEAVE_GROUP, SYNC_GROUP
-from client.structs import ConsumerGroupMetadata, TopicPartition
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.messages.groups import HEARTBEAT, JOIN_GROUP, LEAVE_GROUP, SYNC_GROUP
+from tidelog.client.structs import ConsumerGroupMetadata, TopicPartition
 
 log = logging.getLogger(__name__)
 

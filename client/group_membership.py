@@ -43,21 +43,21 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from client.assignors import (
+from tidelog.client.assignors import (
     Assignment,
     Assignor,
     RebalanceProtocol,
     Subscription,
     common_rebalance_protocol,
 )
-from client.errors import (
+from tidelog.client.errors import (
     IncompatibleBrokerError,
     KafkaError,
     KafkaProtocolError,
     error_for_code,
 )
-from client.group_offsets import error_code
-from client.protocol.consumer_protocol import (
+from tidelog.client.group_offsets import error_code
+from tidelog.client.protocol.consumer_protocol import (
     ASSIGNMENT_VERSION_MAX,
     CONSUMER_PROTOCOL_TYPE,
     decode_assignment,
@@ -65,9 +65,9 @@ from client.protocol.consumer_protocol import (
     encode_assignment,
     encode_subscription,
 )
-from client.protocol.errors import CorruptMessageError, ErrorCode
-from client.protocol.schema import Message
-from client.structs import TopicPartition
+from tidelog.client.protocol.errors import CorruptMessageError, ErrorCode
+from tidelog.client.protocol.schema import Message
+from tidelog.client.structs import TopicPartition
 
 log = logging.getLogger(__name__)
 

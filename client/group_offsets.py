@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
-from client.structs import OffsetAndMetadata, TopicPartition
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
+from tidelog.client.structs import OffsetAndMetadata, TopicPartition
 
 OFFSET_COMMIT_MAX_VERSION = 9
 """v10 names topics by id."""

@@ -18,7 +18,7 @@ nothing is in flight; sequences restart at 0 under it.
 
 from __future__ import annotations
 
-from client.structs import TopicPartition
+from tidelog.client.structs import TopicPartition
 
 NO_PRODUCER_ID = -1
 NO_PRODUCER_EPOCH = -1

@@ -11,9 +11,9 @@ import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
-from client.structs import TopicPartition
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
+from tidelog.client.structs import TopicPartition
 
 
 @dataclass(frozen=True, slots=True)

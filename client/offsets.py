@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import trio
 
-from client.cluster import Cluster
-from client.connection import backoff_s
-from client.errors import KafkaError, KafkaTimeoutError, error_for_code
-from client.protocol.errors import ErrorCode
-from client.protocol.messages.data import LIST_OFFSETS
-from client.protocol.schema import Message
-from client.structs import TopicPartition
+from tidelog.client.cluster import Cluster
+from tidelog.client.connection import backoff_s
+from tidelog.client.errors import KafkaError, KafkaTimeoutError, error_for_code
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.messages.data import LIST_OFFSETS
+from tidelog.client.protocol.schema import Message
+from tidelog.client.structs import TopicPartition
 
 EARLIEST = -2
 LATEST = -1

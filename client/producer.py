@@ -30,25 +30,25 @@ from typing import Any, cast
 
 import trio
 
-from client.accumulator import (
+from tidelog.client.accumulator import (
     BATCH_OVERHEAD_BYTES,
     ProducerBatch,
     RecordAccumulator,
     estimate_record_bytes,
 )
-from client.cluster import Cluster, enter_owned_nursery, exit_owned_nursery
-from client.config import ProducerConfig
-from client.connection import Connector
-from client.errors import (
+from tidelog.client.cluster import Cluster, enter_owned_nursery, exit_owned_nursery
+from tidelog.client.config import ProducerConfig
+from tidelog.client.connection import Connector
+from tidelog.client.errors import (
     ClientClosedError,
     KafkaTimeoutError,
     RecordTooLargeError,
     UnknownTopicOrPartitionError,
 )
-from client.partitioner import Partitioner
-from client.protocol.records import RecordInput, TimestampType
-from client.sender import Sender
-from client.structs import Header, RecordMetadata, TopicPartition
+from tidelog.client.partitioner import Partitioner
+from tidelog.client.protocol.records import RecordInput, TimestampType
+from tidelog.client.sender import Sender
+from tidelog.client.structs import Header, RecordMetadata, TopicPartition
 
 
 def _completion(batch: ProducerBatch) -> trio.Event:

@@ -24,24 +24,24 @@ from typing import cast
 
 import trio
 
-from client.accumulator import ProducerBatch, RecordAccumulator
-from client.broadcast import Broadcast
-from client.cluster import Cluster
-from client.config import ProducerConfig
-from client.connection import BrokerConnection, PendingResponse, backoff_s
-from client.errors import (
+from tidelog.client.accumulator import ProducerBatch, RecordAccumulator
+from tidelog.client.broadcast import Broadcast
+from tidelog.client.cluster import Cluster
+from tidelog.client.config import ProducerConfig
+from tidelog.client.connection import BrokerConnection, PendingResponse, backoff_s
+from tidelog.client.errors import (
     IncompatibleBrokerError,
     KafkaError,
     KafkaProtocolError,
     KafkaTimeoutError,
     error_for_code,
 )
-from client.idempotence import IdempotenceState
-from client.protocol.errors import ErrorCode
-from client.protocol.messages.data import INIT_PRODUCER_ID, PRODUCE
-from client.protocol.records import Compression, encode_batch
-from client.protocol.schema import Message
-from client.structs import TopicPartition
+from tidelog.client.idempotence import IdempotenceState
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.messages.data import INIT_PRODUCER_ID, PRODUCE
+from tidelog.client.protocol.records import Compression, encode_batch
+from tidelog.client.protocol.schema import Message
+from tidelog.client.structs import TopicPartition
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from client.protocol.records import TimestampType
+from tidelog.client.protocol.records import TimestampType
 
 Header = tuple[str, bytes | None]
 """A record header: a UTF-8 key and a value that may be null."""

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 
 import xxhash
 
-from storage.errors import CorruptCheckpointError
-from storage.filesystem import FileSystem
+from tidelog.storage.errors import CorruptCheckpointError
+from tidelog.storage.filesystem import FileSystem
 
 FORMAT_VERSION = 0
 TEMP_SUFFIX = ".tmp"

@@ -53,9 +53,9 @@ from typing import NamedTuple
 
 from crc32c import crc32c
 
-from client.protocol.compression import Compression, compress, decompress
-from client.protocol.errors import CorruptMessageError, ProtocolError
-from client.protocol.records import (
+from tidelog.client.protocol.compression import Compression, compress, decompress
+from tidelog.client.protocol.errors import CorruptMessageError, ProtocolError
+from tidelog.client.protocol.records import (
     BATCH_HEADER_BYTES,
     BATCH_LOG_OVERHEAD,
     DECOMPRESSED_BYTES_MAX_DEFAULT,
@@ -66,11 +66,11 @@ from client.protocol.records import (
     parse_batch_header,
     validate_batch,
 )
-from storage.config import INT32_MAX
-from storage.filesystem import FileHandle
-from storage.log import CompactionSnapshot, PartitionLog
-from storage.segment import InvalidBatchError
-from storage.segment_swap import CleanedSegment, CleanedSegmentWriter, discard
+from tidelog.storage.config import INT32_MAX
+from tidelog.storage.filesystem import FileHandle
+from tidelog.storage.log import CompactionSnapshot, PartitionLog
+from tidelog.storage.segment import InvalidBatchError
+from tidelog.storage.segment_swap import CleanedSegment, CleanedSegmentWriter, discard
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from the batch codec; everything below is the log's own rule being broken.
 
 from __future__ import annotations
 
-from client.protocol.errors import ErrorCode
+from tidelog.client.protocol.errors import ErrorCode
 
 
 class StorageError(Exception):

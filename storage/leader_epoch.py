@@ -13,8 +13,8 @@ import bisect
 import itertools
 from typing import NamedTuple
 
-from storage.checkpoint import decode_table, encode_table
-from storage.errors import CorruptCheckpointError
+from tidelog.storage.checkpoint import decode_table, encode_table
+from tidelog.storage.errors import CorruptCheckpointError
 
 LEADER_EPOCH_CHECKPOINT = "leader-epoch-checkpoint"
 """The cache's checkpoint file name in the partition directory."""

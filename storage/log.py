@@ -39,29 +39,29 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from client.protocol.errors import CorruptMessageError
-from client.protocol.records import (
+from tidelog.client.protocol.errors import CorruptMessageError
+from tidelog.client.protocol.records import (
     BatchHeader,
     assign_offsets,
     decode_batch,
     parse_batch_header,
     validate_batch,
 )
-from storage.checkpoint import write_atomic
-from storage.config import INT32_MAX, LogConfig, TimestampType
-from storage.errors import (
+from tidelog.storage.checkpoint import write_atomic
+from tidelog.storage.config import INT32_MAX, LogConfig, TimestampType
+from tidelog.storage.errors import (
     InvalidRecordError,
     LogOfflineError,
     OffsetOutOfRangeError,
     RecordListTooLargeError,
     RecordTooLargeError,
 )
-from storage.filesystem import FileRange, FileSystem
-from storage.index import NO_TIMESTAMP
-from storage.leader_epoch import LEADER_EPOCH_CHECKPOINT, EpochEntry, LeaderEpochCache
-from storage.log_recovery import note_batch_epoch, recover_log
-from storage.segment import BatchPlacement, Segment
-from storage.segment_swap import CleanedSegment, install
+from tidelog.storage.filesystem import FileRange, FileSystem
+from tidelog.storage.index import NO_TIMESTAMP
+from tidelog.storage.leader_epoch import LEADER_EPOCH_CHECKPOINT, EpochEntry, LeaderEpochCache
+from tidelog.storage.log_recovery import note_batch_epoch, recover_log
+from tidelog.storage.segment import BatchPlacement, Segment
+from tidelog.storage.segment_swap import CleanedSegment, install
 
 logger = logging.getLogger(__name__)
 

@@ -23,17 +23,17 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 
-from storage.checkpoint import (
+from tidelog.storage.checkpoint import (
     TEMP_SUFFIX,
     decode_table,
     encode_table,
     read_file_if_exists,
     write_atomic,
 )
-from storage.config import LogConfig
-from storage.errors import CorruptCheckpointError, StorageError
-from storage.filesystem import FileSystem
-from storage.log import PartitionLog
+from tidelog.storage.config import LogConfig
+from tidelog.storage.errors import CorruptCheckpointError, StorageError
+from tidelog.storage.filesystem import FileSystem
+from tidelog.storage.log import PartitionLog
 
 logger = logging.getLogger(__name__)
 

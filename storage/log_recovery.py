@@ -24,14 +24,14 @@ import logging
 import posixpath
 from dataclasses import dataclass
 
-from client.protocol.records import BatchHeader
-from storage.checkpoint import TEMP_SUFFIX, read_file_if_exists
-from storage.config import LogConfig
-from storage.errors import CorruptCheckpointError
-from storage.filesystem import FileSystem
-from storage.leader_epoch import LEADER_EPOCH_CHECKPOINT, LeaderEpochCache
-from storage.segment import LOG_SUFFIX, Segment, parse_segment_file_name
-from storage.segment_swap import recover_swaps
+from tidelog.client.protocol.records import BatchHeader
+from tidelog.storage.checkpoint import TEMP_SUFFIX, read_file_if_exists
+from tidelog.storage.config import LogConfig
+from tidelog.storage.errors import CorruptCheckpointError
+from tidelog.storage.filesystem import FileSystem
+from tidelog.storage.leader_epoch import LEADER_EPOCH_CHECKPOINT, LeaderEpochCache
+from tidelog.storage.segment import LOG_SUFFIX, Segment, parse_segment_file_name
+from tidelog.storage.segment_swap import recover_swaps
 
 logger = logging.getLogger(__name__)
 

@@ -21,15 +21,15 @@ import logging
 import posixpath
 from collections.abc import Callable, Iterator
 
-from client.protocol.errors import ProtocolError
-from client.protocol.records import (
+from tidelog.client.protocol.errors import ProtocolError
+from tidelog.client.protocol.records import (
     BATCH_HEADER_BYTES,
     BatchHeader,
     parse_batch_header,
     validate_batch,
 )
-from storage.filesystem import FileHandle, FileSystem
-from storage.index import CorruptIndexError, IndexBuilder, OffsetIndex, TimeIndex
+from tidelog.storage.filesystem import FileHandle, FileSystem
+from tidelog.storage.index import CorruptIndexError, IndexBuilder, OffsetIndex, TimeIndex
 
 logger = logging.getLogger(__name__)
 

@@ -45,10 +45,10 @@ import logging
 import posixpath
 from dataclasses import dataclass
 
-from client.protocol.records import BatchHeader
-from storage.filesystem import FileHandle, FileSystem
-from storage.index import IndexBuilder, OffsetIndex, TimeIndex
-from storage.segment import (
+from tidelog.client.protocol.records import BatchHeader
+from tidelog.storage.filesystem import FileHandle, FileSystem
+from tidelog.storage.index import IndexBuilder, OffsetIndex, TimeIndex
+from tidelog.storage.segment import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
     TIME_INDEX_SUFFIX,

@@ -34,7 +34,7 @@ from bench.workload import (
 )
 
 if TYPE_CHECKING:
-    from client import Consumer, Producer, RecordFuture
+    from tidelog.client import Consumer, Producer, RecordFuture
 
 LATENCY_SAMPLE_EVERY = 32
 WARMUP_VALUE = bytes(STAMP_BYTES)
@@ -59,7 +59,7 @@ class TidelogClient:
 
 
 def _producer(server: Server, job: Job) -> Producer:
-    from client import Producer
+    from tidelog.client import Producer
 
     workload = job.workload
     acks: Any = "all" if workload.acks == "all" else int(workload.acks)
@@ -75,7 +75,7 @@ def _producer(server: Server, job: Job) -> Producer:
 
 
 def _consumer(server: Server, job: Job) -> Consumer:
-    from client import Consumer
+    from tidelog.client import Consumer
 
     return Consumer(
         bootstrap_servers=server.address,
@@ -86,7 +86,7 @@ def _consumer(server: Server, job: Job) -> Consumer:
 
 
 async def _produce(server: Server, job: Job) -> Outcome:
-    from client import KafkaError
+    from tidelog.client import KafkaError
 
     workload = job.workload
     outcome = Outcome(records=0, payload_bytes=0, latency=Histogram())
@@ -141,7 +141,7 @@ async def _produce(server: Server, job: Job) -> Outcome:
 
 def _count_deliveries(futures: list[RecordFuture], outcome: Outcome) -> int:
     """How many of `futures` were acknowledged; the others count as `outcome` failures."""
-    from client import KafkaError
+    from tidelog.client import KafkaError
 
     delivered = 0
     for future in futures:
@@ -162,7 +162,7 @@ async def _consumers_with_shares(
 ) -> list[tuple[Consumer, list[Any], int]]:
     """Entered consumers (closed with `stack`), each with its share of the partitions and
     how many records those hold now."""
-    from client import TopicPartition
+    from tidelog.client import TopicPartition
 
     workload = job.workload
     consumers = [

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from bench.processes import Server, read_first_line, running
 from bench.systems import ClientAdapter
-from storage.log_directory import partition_dir_name
-from storage.segment import LOG_SUFFIX
+from tidelog.storage.log_directory import partition_dir_name
+from tidelog.storage.segment import LOG_SUFFIX
 
 REPO = Path(__file__).resolve().parents[2]
 READY_PREFIX = "tidelog ready: bootstrap "
@@ -41,7 +41,7 @@ def started_broker(
         '[[listeners]]\nhost = "127.0.0.1"\nport = 0\n'
     )
     log_path = work_dir / "broker.log"
-    argv = [sys.executable, "-m", "broker.cli", "broker", "--config", str(config_path)]
+    argv = [sys.executable, "-m", "tidelog.broker.cli", "broker", "--config", str(config_path)]
     if profile_path is not None:
         argv[1:1] = ["-m", "cProfile", "-o", str(profile_path)]
     with running(

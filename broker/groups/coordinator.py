@@ -30,13 +30,13 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from broker.groups.config import GroupConfig
-from broker.groups.effects import Effects, Output, RequestId
-from broker.groups.group import Group, GroupState, TopicPartition
-from broker.groups.join import Joiner, JoinParams
-from broker.groups.offsets import Offsets, commit_error_response, offset_delete_error
-from broker.groups.rebalance import Rebalancer
-from broker.groups.records import (
+from tidelog.broker.groups.config import GroupConfig
+from tidelog.broker.groups.effects import Effects, Output, RequestId
+from tidelog.broker.groups.group import Group, GroupState, TopicPartition
+from tidelog.broker.groups.join import Joiner, JoinParams
+from tidelog.broker.groups.offsets import Offsets, commit_error_response, offset_delete_error
+from tidelog.broker.groups.rebalance import Rebalancer
+from tidelog.broker.groups.records import (
     GroupMetadata,
     GroupMetadataKey,
     OffsetAndMetadata,
@@ -46,11 +46,11 @@ from broker.groups.records import (
     decode_offset_commit_value,
     partition_for_group,
 )
-from broker.groups.responses import join_response, sync_response
-from broker.groups.timers import Timers
-from client.protocol.errors import ErrorCode
-from client.protocol.messages import groups as apis
-from client.protocol.schema import Message, Versions
+from tidelog.broker.groups.responses import join_response, sync_response
+from tidelog.broker.groups.timers import Timers
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.messages import groups as apis
+from tidelog.client.protocol.schema import Message, Versions
 
 SUPPORTED_VERSIONS: dict[int, Versions] = {
     apis.OFFSET_COMMIT.key: Versions(2, 9),

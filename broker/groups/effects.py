@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from broker.groups.records import CoordinatorRecord
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
+from tidelog.broker.groups.records import CoordinatorRecord
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
 
 RequestId = Hashable
 """Chosen by the driver to match responses to requests; the core only compares them."""

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
 
 GROUP_KEY_TYPE = 0
 TRANSACTION_KEY_TYPE = 1

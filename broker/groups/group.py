@@ -23,10 +23,10 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from broker.groups.effects import RequestId
-from broker.groups.records import GroupMetadata, MemberMetadata, OffsetAndMetadata
-from client.protocol.errors import CorruptMessageError, ErrorCode
-from client.protocol.primitives import Reader
+from tidelog.broker.groups.effects import RequestId
+from tidelog.broker.groups.records import GroupMetadata, MemberMetadata, OffsetAndMetadata
+from tidelog.client.protocol.errors import CorruptMessageError, ErrorCode
+from tidelog.client.protocol.primitives import Reader
 
 CONSUMER_PROTOCOL_TYPE = "consumer"
 UNKNOWN_MEMBER_ID = ""

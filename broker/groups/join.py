@@ -25,9 +25,9 @@ import random
 import uuid
 from dataclasses import dataclass
 
-from broker.groups.config import GroupConfig
-from broker.groups.effects import Effects, RequestId, group_append_error
-from broker.groups.group import (
+from tidelog.broker.groups.config import GroupConfig
+from tidelog.broker.groups.effects import Effects, RequestId, group_append_error
+from tidelog.broker.groups.group import (
     UNKNOWN_MEMBER_ID,
     Group,
     GroupState,
@@ -35,12 +35,12 @@ from broker.groups.group import (
     PendingRequest,
     Protocol,
 )
-from broker.groups.rebalance import Rebalancer, pending_member_key, session_key
-from broker.groups.records import group_metadata_record
-from broker.groups.responses import generation_response
-from broker.groups.timers import Timers
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
+from tidelog.broker.groups.rebalance import Rebalancer, pending_member_key, session_key
+from tidelog.broker.groups.records import group_metadata_record
+from tidelog.broker.groups.responses import generation_response
+from tidelog.broker.groups.timers import Timers
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
 
 EMPTY = GroupState.EMPTY
 PREPARING = GroupState.PREPARING_REBALANCE

@@ -27,25 +27,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from broker.groups.config import GroupConfig
-from broker.groups.effects import Effects, RequestId, group_append_error, offset_append_error
-from broker.groups.group import (
+from tidelog.broker.groups.config import GroupConfig
+from tidelog.broker.groups.effects import (
+    Effects,
+    RequestId,
+    group_append_error,
+    offset_append_error,
+)
+from tidelog.broker.groups.group import (
     CONSUMER_PROTOCOL_TYPE,
     UNKNOWN_MEMBER_ID,
     Group,
     GroupState,
     TopicPartition,
 )
-from broker.groups.rebalance import Rebalancer
-from broker.groups.records import (
+from tidelog.broker.groups.rebalance import Rebalancer
+from tidelog.broker.groups.records import (
     NO_LEADER_EPOCH,
     CoordinatorRecord,
     OffsetAndMetadata,
     group_metadata_record,
     offset_commit_record,
 )
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
 
 NO_OFFSET = -1
 NO_METADATA = ""

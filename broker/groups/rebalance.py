@@ -31,9 +31,9 @@ REBALANCE_IN_PROGRESS.
 
 from __future__ import annotations
 
-from broker.groups.config import GroupConfig
-from broker.groups.effects import Effects, RequestId, group_append_error
-from broker.groups.group import (
+from tidelog.broker.groups.config import GroupConfig
+from tidelog.broker.groups.effects import Effects, RequestId, group_append_error
+from tidelog.broker.groups.group import (
     UNKNOWN_MEMBER_ID,
     Group,
     GroupState,
@@ -41,11 +41,11 @@ from broker.groups.group import (
     Member,
     PendingRequest,
 )
-from broker.groups.records import group_metadata_record
-from broker.groups.responses import generation_response, join_response, sync_response
-from broker.groups.timers import TimerKey, Timers
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
+from tidelog.broker.groups.records import group_metadata_record
+from tidelog.broker.groups.responses import generation_response, join_response, sync_response
+from tidelog.broker.groups.timers import TimerKey, Timers
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
 
 EMPTY = GroupState.EMPTY
 PREPARING = GroupState.PREPARING_REBALANCE

@@ -33,9 +33,9 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from client.protocol.errors import CorruptMessageError
-from client.protocol.primitives import Reader, Writer
-from client.protocol.schema import F, Field, Message, StructCodec
+from tidelog.client.protocol.errors import CorruptMessageError
+from tidelog.client.protocol.primitives import Reader, Writer
+from tidelog.client.protocol.schema import F, Field, Message, StructCodec
 
 OFFSET_COMMIT_KEY_VERSIONS = (0, 1)
 GROUP_METADATA_KEY_VERSION = 2

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from broker.groups.group import Group, Member
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
+from tidelog.broker.groups.group import Group, Member
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
 
 FIRST_NULLABLE_PROTOCOL_NAME_VERSION = 7
 

@@ -29,17 +29,17 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from broker.groups.config import GroupConfig
-from broker.groups.coordinator import GroupCoordinator
-from broker.groups.effects import Append, Output, RequestId
-from broker.topics import TopicError
-from client.protocol.errors import ErrorCode, ProtocolError
-from client.protocol.records import RecordInput, decode_batches, encode_batch
-from client.protocol.schema import Message
-from storage.errors import StorageError
+from tidelog.broker.groups.config import GroupConfig
+from tidelog.broker.groups.coordinator import GroupCoordinator
+from tidelog.broker.groups.effects import Append, Output, RequestId
+from tidelog.broker.topics import TopicError
+from tidelog.client.protocol.errors import ErrorCode, ProtocolError
+from tidelog.client.protocol.records import RecordInput, decode_batches, encode_batch
+from tidelog.client.protocol.schema import Message
+from tidelog.storage.errors import StorageError
 
 if TYPE_CHECKING:
-    from broker.server import Broker
+    from tidelog.broker.server import Broker
 
 log = logging.getLogger(__name__)
 

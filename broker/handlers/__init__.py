@@ -7,7 +7,7 @@ sends 3, kafka-python tries 4 and falls back on UNSUPPORTED_VERSION).
 
 from __future__ import annotations
 
-from broker.handlers import (
+from tidelog.broker.handlers import (
     api_versions,
     configs,
     delete_records,
@@ -22,7 +22,7 @@ from broker.handlers import (
     produce,
     topic_admin,
 )
-from broker.router import Route, route
+from tidelog.broker.router import Route, route
 
 ROUTES: tuple[Route, ...] = (
     route(0, "0-8", produce.handle, served="3-8", error_response=produce.error_response),

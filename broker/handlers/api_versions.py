@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
-from broker.router import RequestContext
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
+from tidelog.broker.router import RequestContext
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
 
 _SOFTWARE_PATTERN = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?")
 

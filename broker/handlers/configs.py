@@ -16,16 +16,16 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from broker.config_entries import ConfigEntry, broker_config_entries, topic_config_entries
-from broker.router import RequestContext
-from broker.topic_config import TOPIC_CONFIGS
-from broker.topics import TopicError
-from client.protocol.configs import AlterOperation, ConfigResourceType, ConfigType
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
+from tidelog.broker.config_entries import ConfigEntry, broker_config_entries, topic_config_entries
+from tidelog.broker.router import RequestContext
+from tidelog.broker.topic_config import TOPIC_CONFIGS
+from tidelog.broker.topics import TopicError
+from tidelog.client.protocol.configs import AlterOperation, ConfigResourceType, ConfigType
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
 
 if TYPE_CHECKING:
-    from broker.server import Broker
+    from tidelog.broker.server import Broker
 
 
 class _ResourceError(Exception):

@@ -9,9 +9,9 @@ while the cluster has one node.
 
 from __future__ import annotations
 
-from broker.router import RequestContext
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
+from tidelog.broker.router import RequestContext
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
 
 ENDPOINT_TYPE_BROKER = 1
 NO_AUTHORIZED_OPERATIONS = -(2**31)

@@ -7,11 +7,11 @@ sequence and timestamp it wrote. Without transactions `coordinator_epoch` and
 
 from __future__ import annotations
 
-from broker.data_path import DataPath
-from broker.handlers.partitions import local_partition
-from broker.router import RequestContext
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
+from tidelog.broker.data_path import DataPath
+from tidelog.broker.handlers.partitions import local_partition
+from tidelog.broker.router import RequestContext
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
 
 
 async def handle(ctx: RequestContext, request: Message) -> Message:

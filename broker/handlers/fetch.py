@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import trio
 
-from broker.data_path import DataPath, PartitionKey
-from broker.handlers.partitions import local_partition
-from broker.router import RequestContext
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
-from storage.errors import StorageError
-from storage.log import PartitionLog
+from tidelog.broker.data_path import DataPath, PartitionKey
+from tidelog.broker.handlers.partitions import local_partition
+from tidelog.broker.router import RequestContext
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
+from tidelog.storage.errors import StorageError
+from tidelog.storage.log import PartitionLog
 
 NO_PREFERRED_READ_REPLICA = -1
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from broker.groups.coordinator import GroupCoordinator
-from broker.groups.effects import Output, RequestId
-from broker.groups.find_coordinator import (
+from tidelog.broker.groups.coordinator import GroupCoordinator
+from tidelog.broker.groups.effects import Output, RequestId
+from tidelog.broker.groups.find_coordinator import (
     GROUP_KEY_TYPE,
     CoordinatorNode,
     find_coordinator_response,
 )
-from broker.groups.service import GroupService
-from broker.router import RequestContext
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
+from tidelog.broker.groups.service import GroupService
+from tidelog.broker.router import RequestContext
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
 
 
 def _service(ctx: RequestContext) -> GroupService:

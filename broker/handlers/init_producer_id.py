@@ -9,10 +9,10 @@ TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients treat as fatal instead of r
 
 from __future__ import annotations
 
-from broker.data_path import DataPath
-from broker.router import RequestContext
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
+from tidelog.broker.data_path import DataPath
+from tidelog.broker.router import RequestContext
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
 
 NO_PRODUCER_ID = -1
 NO_PRODUCER_EPOCH = -1

@@ -9,12 +9,12 @@ partition's leader epoch (v4+).
 
 from __future__ import annotations
 
-from broker.handlers.partitions import NO_LEADER_EPOCH, local_partition, per_partition
-from broker.router import RequestContext
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
-from storage.errors import StorageError
-from storage.log import PartitionLog
+from tidelog.broker.handlers.partitions import NO_LEADER_EPOCH, local_partition, per_partition
+from tidelog.broker.router import RequestContext
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
+from tidelog.storage.errors import StorageError
+from tidelog.storage.log import PartitionLog
 
 EARLIEST_TIMESTAMP = -2
 LATEST_TIMESTAMP = -1

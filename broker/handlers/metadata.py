@@ -17,12 +17,12 @@ import logging
 import uuid
 from typing import Any
 
-from broker.cluster import Cluster, TopicMetadata
-from broker.router import RequestContext
-from broker.topics import TopicError, validate_topic_name
-from client.protocol.errors import ErrorCode
-from client.protocol.primitives import ZERO_UUID
-from client.protocol.schema import Message
+from tidelog.broker.cluster import Cluster, TopicMetadata
+from tidelog.broker.router import RequestContext
+from tidelog.broker.topics import TopicError, validate_topic_name
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.primitives import ZERO_UUID
+from tidelog.client.protocol.schema import Message
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ Fetch.
 
 from __future__ import annotations
 
-from broker.handlers.partitions import local_partition, per_partition
-from broker.router import RequestContext
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
-from storage.errors import StorageError
+from tidelog.broker.handlers.partitions import local_partition, per_partition
+from tidelog.broker.router import RequestContext
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
+from tidelog.storage.errors import StorageError
 
 UNDEFINED_EPOCH = -1
 UNDEFINED_OFFSET = -1

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from broker.cluster import PartitionMetadata
-from broker.router import RequestContext
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
-from storage.log import PartitionLog
+from tidelog.broker.cluster import PartitionMetadata
+from tidelog.broker.router import RequestContext
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
+from tidelog.storage.log import PartitionLog
 
 NO_LEADER_EPOCH = -1
 

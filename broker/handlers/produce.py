@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import logging
 
-from broker.data_path import DataPath
-from broker.router import CloseConnection, RequestContext
-from broker.topics import TopicError
-from client.protocol.errors import (
+from tidelog.broker.data_path import DataPath
+from tidelog.broker.router import CloseConnection, RequestContext
+from tidelog.broker.topics import TopicError
+from tidelog.client.protocol.errors import (
     CorruptMessageError,
     ErrorCode,
     ProtocolError,
     UnsupportedMagicError,
 )
-from client.protocol.records import BatchHeader, TimestampType, decode_batch, iter_batches
-from client.protocol.schema import Message
-from storage.errors import StorageError
+from tidelog.client.protocol.records import BatchHeader, TimestampType, decode_batch, iter_batches
+from tidelog.client.protocol.schema import Message
+from tidelog.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 

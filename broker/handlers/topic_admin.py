@@ -20,11 +20,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
-from broker.config_entries import topic_config_entries
-from broker.router import RequestContext
-from broker.topics import TopicError
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
+from tidelog.broker.config_entries import topic_config_entries
+from tidelog.broker.router import RequestContext
+from tidelog.broker.topics import TopicError
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
 
 log = logging.getLogger(__name__)
 

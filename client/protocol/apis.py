@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from client.protocol.errors import CorruptMessageError, UnsupportedVersionError
-from client.protocol.messages import admin, data, groups
-from client.protocol.messages.api_versions import API_VERSIONS
-from client.protocol.primitives import ARRAY_ELEMENTS_UNLIMITED, Reader, Writer
-from client.protocol.schema import Api, Message
+from tidelog.client.protocol.errors import CorruptMessageError, UnsupportedVersionError
+from tidelog.client.protocol.messages import admin, data, groups
+from tidelog.client.protocol.messages.api_versions import API_VERSIONS
+from tidelog.client.protocol.primitives import ARRAY_ELEMENTS_UNLIMITED, Reader, Writer
+from tidelog.client.protocol.schema import Api, Message
 
 ALL_APIS: tuple[Api, ...] = (API_VERSIONS, *data.APIS, *groups.APIS, *admin.APIS)
 API_BY_KEY: dict[int, Api] = {api.key: api for api in ALL_APIS}

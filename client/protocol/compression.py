@@ -30,7 +30,7 @@ from collections.abc import Callable
 import cramjam
 import zstandard
 
-from client.protocol.errors import (
+from tidelog.client.protocol.errors import (
     CorruptMessageError,
     DecompressionLimitError,
     UnsupportedCompressionError,

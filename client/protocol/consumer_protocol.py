@@ -33,9 +33,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from client.protocol.errors import CorruptMessageError
-from client.protocol.primitives import Reader, Writer
-from client.protocol.schema import F, Field, Message, StructCodec
+from tidelog.client.protocol.errors import CorruptMessageError
+from tidelog.client.protocol.primitives import Reader, Writer
+from tidelog.client.protocol.schema import F, Field, Message, StructCodec
 
 CONSUMER_PROTOCOL_TYPE = "consumer"
 """The JoinGroup `ProtocolType` of consumer groups."""

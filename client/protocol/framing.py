@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 
-from client.protocol.errors import CorruptMessageError, FrameTooLargeError
+from tidelog.client.protocol.errors import CorruptMessageError, FrameTooLargeError
 
 
 class _NeedData(enum.Enum):

@@ -17,7 +17,7 @@ import sys
 import uuid
 from typing import Protocol, runtime_checkable
 
-from client.protocol.errors import CorruptMessageError
+from tidelog.client.protocol.errors import CorruptMessageError
 
 _I8 = struct.Struct(">b")
 _I16 = struct.Struct(">h")

@@ -52,8 +52,8 @@ from typing import NamedTuple
 
 from crc32c import crc32c
 
-from client.protocol.compression import Compression, compress, decompress
-from client.protocol.errors import (
+from tidelog.client.protocol.compression import Compression, compress, decompress
+from tidelog.client.protocol.errors import (
     CorruptMessageError,
     UnsupportedCompressionError,
     UnsupportedMagicError,

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from client.protocol.errors import CorruptMessageError
-from client.protocol.primitives import ZERO_UUID, Reader, Writer
+from tidelog.client.protocol.errors import CorruptMessageError
+from tidelog.client.protocol.primitives import ZERO_UUID, Reader, Writer
 
 Message = dict[str, Any]
 
@@ -362,7 +362,7 @@ class Api:
 
     def _codec(self, fields: tuple[Field, ...], version: int) -> StructCodec:
         if version not in self.valid:
-            from client.protocol.errors import UnsupportedVersionError
+            from tidelog.client.protocol.errors import UnsupportedVersionError
 
             raise UnsupportedVersionError(f"{self.name} v{version} is not supported")
         return StructCodec.build(fields, version, self.is_flexible(version))

@@ -25,12 +25,12 @@ from typing import Any
 import pytest
 import trio
 
-from broker.config import BrokerConfig, ListenerConfig
-from broker.network import Network, TcpNetwork
-from broker.router import Router
-from broker.server import Broker, wall_clock_ms
-from storage.filesystem import FileSystem, OsFileSystem
 from tests.integration.wire import WireClient
+from tidelog.broker.config import BrokerConfig, ListenerConfig
+from tidelog.broker.network import Network, TcpNetwork
+from tidelog.broker.router import Router
+from tidelog.broker.server import Broker, wall_clock_ms
+from tidelog.storage.filesystem import FileSystem, OsFileSystem
 
 SHUTDOWN_TIMEOUT_S = 10
 

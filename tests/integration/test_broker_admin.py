@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import trio
 
-from client.protocol.errors import ErrorCode
-from client.protocol.records import RecordInput, encode_batch
 from tests.integration.conftest import RunningBroker, StartBroker, local_config
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.records import RecordInput, encode_batch
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 admin_module = pytest.importorskip("confluent_kafka.admin")

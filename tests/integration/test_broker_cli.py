@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from broker.cli import main
-from broker.network import TcpNetwork
 from tests.integration.wire import WireClient, metadata_request
+from tidelog.broker.cli import main
+from tidelog.broker.network import TcpNetwork
 
 REPO = Path(__file__).resolve().parents[2]
 READY_PREFIX = "tidelog ready: bootstrap "
@@ -49,7 +49,7 @@ async def tidelog(tmp_path: Path, *args: str) -> AsyncIterator[Subprocess]:
     with stderr_path.open("wb") as stderr:
         started = time.monotonic()
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "broker.cli", *args],
+            [sys.executable, "-m", "tidelog.broker.cli", *args],
             stdout=subprocess.PIPE,
             stderr=stderr,
             cwd=REPO,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from client.protocol.errors import ErrorCode
-from client.protocol.records import RecordInput, decode_batches, encode_batch
-from client.protocol.schema import Message
 from tests.integration.conftest import RunningBroker
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.records import RecordInput, decode_batches, encode_batch
+from tidelog.client.protocol.schema import Message
 
 KEYS = 5
 ROUNDS = 40

@@ -8,8 +8,8 @@ from typing import Any
 import confluent_kafka
 import trio
 
-from client.protocol.errors import ErrorCode
 from tests.integration.conftest import RunningBroker, StartBroker, local_config
+from tidelog.client.protocol.errors import ErrorCode
 
 CLIENT_TIMEOUT_S = 30
 POLLS_MAX = 300

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from broker.network import MemoryNetwork
-from storage.filesystem import MemoryFileSystem
 from tests.integration.conftest import StartBroker, local_config
 from tests.integration.wire import metadata_request
+from tidelog.broker.network import MemoryNetwork
+from tidelog.storage.filesystem import MemoryFileSystem
 
 API_VERSIONS, METADATA = 18, 3
 

@@ -11,10 +11,10 @@ import pytest
 import trio
 import trio.testing
 
-from client.protocol.errors import ErrorCode
-from client.protocol.records import RecordInput, decode_batches, encode_batch
-from client.protocol.schema import Message
 from tests.integration.conftest import RunningBroker, StartBroker, local_config
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.records import RecordInput, decode_batches, encode_batch
+from tidelog.client.protocol.schema import Message
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import trio
 
-import broker.connection
-from broker.handlers import ROUTES
-from broker.network import MemoryNetwork
-from broker.router import RequestContext, Router, route
-from client.protocol.schema import Message
-from storage.filesystem import FileRange, FileSystem, MemoryFileSystem, OsFileSystem
 from tests.integration.conftest import StartBroker, local_config
+from tidelog.broker import connection as broker_connection
+from tidelog.broker.handlers import ROUTES
+from tidelog.broker.network import MemoryNetwork
+from tidelog.broker.router import RequestContext, Router, route
+from tidelog.client.protocol.schema import Message
+from tidelog.storage.filesystem import FileRange, FileSystem, MemoryFileSystem, OsFileSystem
 
 FETCH = 1
 FILE_BYTES = 3 * 1024 * 1024 + 17  # several socket buffers: sendfile must resume
@@ -56,7 +56,7 @@ def sendfile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(count)
         return real(out_fd, in_fd, offset, count)
 
-    monkeypatch.setattr(broker.connection.os, "sendfile", counting)
+    monkeypatch.setattr(broker_connection.os, "sendfile", counting)
     return calls
 
 

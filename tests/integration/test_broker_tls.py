@@ -11,9 +11,9 @@ import pytest
 import trio
 import trustme
 
-from broker.config import ListenerConfig, TlsConfig
 from tests.integration.conftest import StartBroker, local_config
 from tests.integration.wire import WireClient
+from tidelog.broker.config import ListenerConfig, TlsConfig
 
 API_VERSIONS, METADATA = 18, 3
 CLIENT_TIMEOUT_S = 20

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import trio
 
-from broker.connection import REQUEST_ARRAY_ELEMENTS_MAX
-from client.protocol.errors import ErrorCode
 from tests.integration.conftest import RunningBroker, StartBroker, local_config
 from tests.integration.wire import WireClient, api_ranges, metadata_request
+from tidelog.broker.connection import REQUEST_ARRAY_ELEMENTS_MAX
+from tidelog.client.protocol.errors import ErrorCode
 
 API_VERSIONS, METADATA = 18, 3
 

@@ -18,12 +18,14 @@ import pytest
 import trio
 import trustme
 
-from broker.config import ListenerConfig, TlsConfig
 from tests.integration.conftest import RunningBroker, StartBroker, local_config
+from tidelog.broker.config import ListenerConfig, TlsConfig
 
 _CONSOLE_SCRIPT = Path(sys.executable).with_name("tidelog")
 TIDELOG = (
-    [str(_CONSOLE_SCRIPT)] if _CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "broker.cli"]
+    [str(_CONSOLE_SCRIPT)]
+    if _CONSOLE_SCRIPT.exists()
+    else [sys.executable, "-m", "tidelog.broker.cli"]
 )
 COMMAND_TIMEOUT_S = 20
 SHORT_TIMEOUT_MS = "300"

@@ -15,12 +15,12 @@ import confluent_kafka
 import pytest
 import trio
 
-from client.admin import Admin
-from client.errors import GroupIdNotFoundError, UnknownMemberIdError
-from client.producer import Producer
-from client.structs import NewTopic, OffsetAndMetadata, TopicPartition
 from tests.integration.conftest import RunningBroker, StartBroker, local_config
 from tests.integration.test_cli import Cli, Result, concurrently
+from tidelog.client.admin import Admin
+from tidelog.client.errors import GroupIdNotFoundError, UnknownMemberIdError
+from tidelog.client.producer import Producer
+from tidelog.client.structs import NewTopic, OffsetAndMetadata, TopicPartition
 
 CLIENT_TIMEOUT_S = 20
 COMMANDS_AT_ONCE = 4

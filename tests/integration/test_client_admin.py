@@ -10,17 +10,17 @@ import pytest
 import trio
 import trustme
 
-from broker.config import ListenerConfig, TlsConfig
-from client.admin import Admin, ConfigResource
-from client.errors import (
+from tests.integration.conftest import RunningBroker, StartBroker, local_config
+from tidelog.broker.config import ListenerConfig, TlsConfig
+from tidelog.client.admin import Admin, ConfigResource
+from tidelog.client.errors import (
     KafkaTimeoutError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
-from client.producer import Producer
-from client.protocol.configs import ConfigResourceType
-from client.structs import NewTopic, TopicPartition
-from tests.integration.conftest import RunningBroker, StartBroker, local_config
+from tidelog.client.producer import Producer
+from tidelog.client.protocol.configs import ConfigResourceType
+from tidelog.client.structs import NewTopic, TopicPartition
 
 TIMEOUT_S = 30
 

@@ -7,13 +7,11 @@ from __future__ import annotations
 import pytest
 import trio
 
-from client.consumer import Consumer
-from client.errors import OffsetOutOfRangeError
-from client.producer import Producer
-from client.structs import ConsumerRecord, TopicPartition
 from tests.integration.client_support import StartTarget, Target
-
-pytest_plugins = ["tests.integration.client_support"]  # the start_target fixture
+from tidelog.client.consumer import Consumer
+from tidelog.client.errors import OffsetOutOfRangeError
+from tidelog.client.producer import Producer
+from tidelog.client.structs import ConsumerRecord, TopicPartition
 
 TIMEOUT_S = 30
 TP = TopicPartition("consumed", 0)

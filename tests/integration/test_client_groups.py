@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import trio
 
-from client.admin import Admin
-from client.consumer import Consumer
-from client.producer import Producer
-from client.structs import ConsumerRecord, NewTopic, OffsetAndMetadata, TopicPartition
 from tests.integration.conftest import RunningBroker, StartBroker, local_config
+from tidelog.client.admin import Admin
+from tidelog.client.consumer import Consumer
+from tidelog.client.producer import Producer
+from tidelog.client.structs import ConsumerRecord, NewTopic, OffsetAndMetadata, TopicPartition
 
 TIMEOUT_S = 20
 FAST_GROUP = {

@@ -14,14 +14,12 @@ from typing import Any
 import pytest
 import trio
 
-from client.consumer import Consumer
-from client.partitioner import murmur2
-from client.producer import Producer
-from client.protocol.records import parse_batch_header
-from client.structs import TopicPartition
 from tests.integration.client_support import StartTarget, Target
-
-pytest_plugins = ["tests.integration.client_support"]  # the start_target fixture
+from tidelog.client.consumer import Consumer
+from tidelog.client.partitioner import murmur2
+from tidelog.client.producer import Producer
+from tidelog.client.protocol.records import parse_batch_header
+from tidelog.client.structs import TopicPartition
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 

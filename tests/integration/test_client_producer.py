@@ -10,12 +10,10 @@ from typing import Any
 import pytest
 import trio
 
-from client.consumer import Consumer
-from client.producer import Producer, RecordFuture
-from client.structs import ConsumerRecord, TopicPartition
 from tests.integration.client_support import DroppingConnector, StartTarget, Target
-
-pytest_plugins = ["tests.integration.client_support"]  # the start_target fixture
+from tidelog.client.consumer import Consumer
+from tidelog.client.producer import Producer, RecordFuture
+from tidelog.client.structs import ConsumerRecord, TopicPartition
 
 TIMEOUT_S = 30
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import trio
 
-from broker.network import Network
-from client.protocol.apis import API_BY_KEY, decode_response, encode_request
-from client.protocol.framing import NEED_DATA, FrameDecoder
-from client.protocol.schema import Message
+from tidelog.broker.network import Network
+from tidelog.client.protocol.apis import API_BY_KEY, decode_response, encode_request
+from tidelog.client.protocol.framing import NEED_DATA, FrameDecoder
+from tidelog.client.protocol.schema import Message
 
 TIMEOUT_S = 10
 

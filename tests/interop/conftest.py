@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from client.protocol.records import BatchHeader, iter_batches
+from tidelog.client.protocol.records import BatchHeader, iter_batches
 
 REPO = Path(__file__).resolve().parents[2]
 READY_PREFIX = "tidelog ready: bootstrap "
@@ -164,7 +164,7 @@ def run_broker_process(
     log_path = work_dir / f"{name}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "broker.cli", "broker", "--config", str(config_path)],
+            [sys.executable, "-m", "tidelog.broker.cli", "broker", "--config", str(config_path)],
             stdout=subprocess.PIPE,
             stderr=log_file,
             cwd=REPO,

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from client.protocol.records import Compression
 from tests.interop.conftest import BrokerProcess, SampleRecord, sample_records
+from tidelog.client.protocol.records import Compression
 
 kafka = pytest.importorskip("kafka")
 kafka_codec = pytest.importorskip("kafka.codec")

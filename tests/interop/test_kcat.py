@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from client.protocol.records import Compression
 from tests.interop.conftest import BrokerProcess
+from tidelog.client.protocol.records import Compression
 
 KCAT = shutil.which("kcat")
 pytestmark = pytest.mark.skipif(KCAT is None, reason="kcat is not installed")

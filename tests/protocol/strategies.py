@@ -16,7 +16,7 @@ from typing import Any, Literal
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from client.protocol.schema import Api, Field, Message
+from tidelog.client.protocol.schema import Api, Field, Message
 
 Kind = Literal["request", "response"]
 

@@ -26,19 +26,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka.codec import snappy_decode, snappy_encode
 
-from client.protocol.compression import (
+from tests.protocol import kafka_python_codecs
+from tidelog.client.protocol.compression import (
     XERIAL_BLOCK_BYTES,
     XERIAL_MAGIC,
     Compression,
     compress,
     decompress,
 )
-from client.protocol.errors import (
+from tidelog.client.protocol.errors import (
     CorruptMessageError,
     DecompressionLimitError,
     UnsupportedCompressionError,
 )
-from tests.protocol import kafka_python_codecs
 
 CODECS = [c for c in Compression if c is not Compression.NONE]
 LIMIT_BYTES = 64 * 1024 * 1024
@@ -387,8 +387,8 @@ def test_bombs_leave_peak_rss_bounded(tmp_path: Path, bombs: dict[Compression, b
     script = """
 import resource, sys
 from pathlib import Path
-from client.protocol.compression import Compression, decompress
-from client.protocol.errors import DecompressionLimitError
+from tidelog.client.protocol.compression import Compression, decompress
+from tidelog.client.protocol.errors import DecompressionLimitError
 bombs = {c: (Path(sys.argv[1]) / c.name).read_bytes() for c in Compression if c.value}
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 for codec, bomb in bombs.items():

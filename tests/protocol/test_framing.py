@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.protocol.apis import (
+from tests.protocol.strategies import DETERMINISTIC, api_versions
+from tidelog.client.protocol.apis import (
     ALL_APIS,
     API_BY_KEY,
     decode_request_header,
@@ -16,11 +17,10 @@ from client.protocol.apis import (
     encode_request,
     encode_response_header,
 )
-from client.protocol.errors import CorruptMessageError, FrameTooLargeError, ProtocolError
-from client.protocol.framing import NEED_DATA, FrameDecoder
-from client.protocol.primitives import Reader, Writer, encode_uvarint
-from client.protocol.schema import Api
-from tests.protocol.strategies import DETERMINISTIC, api_versions
+from tidelog.client.protocol.errors import CorruptMessageError, FrameTooLargeError, ProtocolError
+from tidelog.client.protocol.framing import NEED_DATA, FrameDecoder
+from tidelog.client.protocol.primitives import Reader, Writer, encode_uvarint
+from tidelog.client.protocol.schema import Api
 
 API_VERSIONS_KEY = 18
 

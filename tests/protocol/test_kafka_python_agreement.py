@@ -24,9 +24,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client.protocol.apis import ALL_APIS, encode_request, encode_response_header
-from client.protocol.primitives import Reader, Writer
-from client.protocol.schema import Api, Field, Message, Versions
 from tests.protocol.strategies import (
     CODEC_SETTINGS,
     Kind,
@@ -36,6 +33,9 @@ from tests.protocol.strategies import (
     message,
     schema_fields,
 )
+from tidelog.client.protocol.apis import ALL_APIS, encode_request, encode_response_header
+from tidelog.client.protocol.primitives import Reader, Writer
+from tidelog.client.protocol.schema import Api, Field, Message, Versions
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # kafka-python's resource loading

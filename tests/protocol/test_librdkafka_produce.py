@@ -22,13 +22,13 @@ import confluent_kafka
 import pytest
 import trio
 
-from client.protocol.apis import API_BY_KEY, decode_request_header, encode_response_header
-from client.protocol.compression import Compression
-from client.protocol.errors import ErrorCode
-from client.protocol.framing import NEED_DATA, FrameDecoder
-from client.protocol.primitives import Writer
-from client.protocol.records import BatchHeader, Record, decode_batches
-from client.protocol.schema import Message
+from tidelog.client.protocol.apis import API_BY_KEY, decode_request_header, encode_response_header
+from tidelog.client.protocol.compression import Compression
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.framing import NEED_DATA, FrameDecoder
+from tidelog.client.protocol.primitives import Writer
+from tidelog.client.protocol.records import BatchHeader, Record, decode_batches
+from tidelog.client.protocol.schema import Message
 
 TOPIC = "interop-records"
 TOPIC_ID = uuid.UUID("6f1c2a9e-3b7d-4e58-9a0c-2d4b6e8f1a3c")

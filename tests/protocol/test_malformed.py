@@ -24,18 +24,6 @@ from crc32c import crc32c
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.protocol.apis import ALL_APIS, API_BY_KEY, decode_request_header, encode_request
-from client.protocol.compression import Compression, compress
-from client.protocol.errors import (
-    CorruptMessageError,
-    DecompressionLimitError,
-    FrameTooLargeError,
-    ProtocolError,
-)
-from client.protocol.framing import NEED_DATA, FrameDecoder
-from client.protocol.primitives import Reader, Writer, encode_uvarint
-from client.protocol.records import RecordInput, decode_batch, encode_batch, validate_batch
-from client.protocol.schema import Api, Message
 from tests.protocol.strategies import (
     CODEC_SETTINGS,
     DETERMINISTIC,
@@ -44,6 +32,18 @@ from tests.protocol.strategies import (
     carried,
     message,
 )
+from tidelog.client.protocol.apis import ALL_APIS, API_BY_KEY, decode_request_header, encode_request
+from tidelog.client.protocol.compression import Compression, compress
+from tidelog.client.protocol.errors import (
+    CorruptMessageError,
+    DecompressionLimitError,
+    FrameTooLargeError,
+    ProtocolError,
+)
+from tidelog.client.protocol.framing import NEED_DATA, FrameDecoder
+from tidelog.client.protocol.primitives import Reader, Writer, encode_uvarint
+from tidelog.client.protocol.records import RecordInput, decode_batch, encode_batch, validate_batch
+from tidelog.client.protocol.schema import Api, Message
 
 CASES = [
     pytest.param(api, version, kind, id=f"{api.name}-v{version}-{kind}")

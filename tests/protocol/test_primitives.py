@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client.protocol.apis import API_BY_KEY
-from client.protocol.errors import CorruptMessageError
-from client.protocol.primitives import Reader, Writer, encode_uvarint, encode_varint
 from tests.protocol.strategies import DETERMINISTIC
+from tidelog.client.protocol.apis import API_BY_KEY
+from tidelog.client.protocol.errors import CorruptMessageError
+from tidelog.client.protocol.primitives import Reader, Writer, encode_uvarint, encode_varint
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # kafka-python's resource loading

@@ -20,15 +20,16 @@ from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from kafka.record.legacy_records import LegacyRecordBatchBuilder
 
-from client.protocol.errors import (
+from tests.protocol import kafka_python_codecs
+from tidelog.client.protocol.errors import (
     CorruptMessageError,
     DecompressionLimitError,
     ProtocolError,
     UnsupportedCompressionError,
     UnsupportedMagicError,
 )
-from client.protocol.primitives import encode_varint
-from client.protocol.records import (
+from tidelog.client.protocol.primitives import encode_varint
+from tidelog.client.protocol.records import (
     BATCH_HEADER_BYTES,
     BATCH_LOG_OVERHEAD,
     BatchHeader,
@@ -48,7 +49,6 @@ from client.protocol.records import (
     parse_batch_header,
     validate_batch,
 )
-from tests.protocol import kafka_python_codecs
 
 PROPERTY_SETTINGS = settings(
     max_examples=60,

@@ -8,16 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client.protocol.apis import (
-    ALL_APIS,
-    decode_request_header,
-    decode_response,
-    encode_request,
-    encode_response_header,
-)
-from client.protocol.framing import FrameDecoder
-from client.protocol.primitives import Reader, Writer
-from client.protocol.schema import Api, Message
 from tests.protocol.strategies import (
     CODEC_SETTINGS,
     Kind,
@@ -26,6 +16,16 @@ from tests.protocol.strategies import (
     message,
     schema_fields,
 )
+from tidelog.client.protocol.apis import (
+    ALL_APIS,
+    decode_request_header,
+    decode_response,
+    encode_request,
+    encode_response_header,
+)
+from tidelog.client.protocol.framing import FrameDecoder
+from tidelog.client.protocol.primitives import Reader, Writer
+from tidelog.client.protocol.schema import Api, Message
 
 CASES = [
     pytest.param(api, version, kind, id=f"{api.name}-v{version}-{kind}")

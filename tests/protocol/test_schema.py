@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from client.protocol.errors import CorruptMessageError, UnsupportedVersionError
-from client.protocol.primitives import Reader, Writer
-from client.protocol.schema import MAX_VERSION, Api, F, Message, Versions, snake_case
+from tidelog.client.protocol.errors import CorruptMessageError, UnsupportedVersionError
+from tidelog.client.protocol.primitives import Reader, Writer
+from tidelog.client.protocol.schema import MAX_VERSION, Api, F, Message, Versions, snake_case
 
 # v0 is non-flexible, v1 flexible. Epoch and Note exist from v1, Note as a tagged field.
 EXAMPLE = Api(

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from client.protocol.apis import ALL_APIS, API_BY_KEY
-from client.protocol.schema import Api, Field, Versions
+from tidelog.client.protocol.apis import ALL_APIS, API_BY_KEY
+from tidelog.client.protocol.schema import Api, Field, Versions
 
 resources = pytest.importorskip(
     "kafka.protocol.schemas.resources",

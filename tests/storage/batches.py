@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from client.protocol.records import BatchHeader, RecordInput, encode_batch, iter_batches
-from storage.index import IndexBuilder, OffsetIndex, TimeIndex
-from storage.log import PartitionLog
-from storage.segment import Segment, scan_batches
+from tidelog.client.protocol.records import BatchHeader, RecordInput, encode_batch, iter_batches
+from tidelog.storage.index import IndexBuilder, OffsetIndex, TimeIndex
+from tidelog.storage.log import PartitionLog
+from tidelog.storage.segment import Segment, scan_batches
 
 
 def make_batch(

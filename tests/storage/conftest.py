@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.filesystem import FaultPoints, FileSystem, MemoryFileSystem, OsFileSystem
+from tidelog.storage.filesystem import FaultPoints, FileSystem, MemoryFileSystem, OsFileSystem
 
 
 @dataclass

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from storage.checkpoint import decode_table, encode_table, read_file_if_exists, write_atomic
-from storage.errors import CorruptCheckpointError
-from storage.filesystem import FaultPoint
-from storage.leader_epoch import EpochEntry, LeaderEpochCache
 from tests.storage.conftest import StorageEnv
+from tidelog.storage.checkpoint import decode_table, encode_table, read_file_if_exists, write_atomic
+from tidelog.storage.errors import CorruptCheckpointError
+from tidelog.storage.filesystem import FaultPoint
+from tidelog.storage.leader_epoch import EpochEntry, LeaderEpochCache
 
 
 def test_round_trip(env: StorageEnv) -> None:

@@ -18,8 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client.protocol.compression import Compression
-from client.protocol.records import (
+from tests.storage.batches import full_scan_indexes
+from tests.storage.conftest import Clock, StorageEnv
+from tidelog.client.protocol.compression import Compression
+from tidelog.client.protocol.records import (
     BatchHeader,
     ControlRecordType,
     RecordInput,
@@ -27,22 +29,20 @@ from client.protocol.records import (
     encode_batch,
     end_transaction_marker_record,
 )
-from storage.checkpoint import TEMP_SUFFIX
-from storage.cleaner import CompactionResult, compact, dirty_ratio
-from storage.config import LogConfig
-from storage.errors import LogOfflineError, StorageError
-from storage.filesystem import (
+from tidelog.storage.checkpoint import TEMP_SUFFIX
+from tidelog.storage.cleaner import CompactionResult, compact, dirty_ratio
+from tidelog.storage.config import LogConfig
+from tidelog.storage.errors import LogOfflineError, StorageError
+from tidelog.storage.filesystem import (
     FaultPoint,
     FileHandle,
     FileSystem,
     MemoryFileSystem,
     OsFileSystem,
 )
-from storage.log import PartitionLog
-from storage.segment import INDEX_SUFFIX
-from storage.segment_swap import CLEANED_SUFFIX, SWAP_SUFFIX
-from tests.storage.batches import full_scan_indexes
-from tests.storage.conftest import Clock, StorageEnv
+from tidelog.storage.log import PartitionLog
+from tidelog.storage.segment import INDEX_SUFFIX
+from tidelog.storage.segment_swap import CLEANED_SUFFIX, SWAP_SUFFIX
 
 COMPACT = LogConfig(segment_bytes=100_000, index_interval_bytes=200, cleanup_policy="compact")
 DAY_MS = 86_400_000

@@ -19,14 +19,14 @@ import random
 
 import pytest
 
-from client.protocol.records import BatchHeader, iter_batches, parse_batch_header
-from storage.config import LogConfig
-from storage.errors import StorageError
-from storage.filesystem import FaultPoint, MemoryFileSystem
-from storage.log import PartitionLog
-from storage.log_directory import LogDirectory
 from tests.storage.batches import full_scan_indexes, make_batch, read_everything
 from tests.storage.conftest import Clock
+from tidelog.client.protocol.records import BatchHeader, iter_batches, parse_batch_header
+from tidelog.storage.config import LogConfig
+from tidelog.storage.errors import StorageError
+from tidelog.storage.filesystem import FaultPoint, MemoryFileSystem
+from tidelog.storage.log import PartitionLog
+from tidelog.storage.log_directory import LogDirectory
 
 CRASH_SEEDS = 1_000
 SEEDS_PER_CASE = 100

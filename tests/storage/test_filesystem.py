@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from storage.filesystem import FaultPoint, FileRange, MemoryFileSystem
 from tests.storage.conftest import StorageEnv
+from tidelog.storage.filesystem import FaultPoint, FileRange, MemoryFileSystem
 
 
 def test_append_pread_truncate(env: StorageEnv) -> None:

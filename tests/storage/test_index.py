@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from storage.index import CorruptIndexError, IndexBuilder, OffsetIndex, TimeIndex
+from tidelog.storage.index import CorruptIndexError, IndexBuilder, OffsetIndex, TimeIndex
 
 
 def test_offset_index_lookup_finds_the_floor_entry() -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from storage.leader_epoch import UNDEFINED_EPOCH, UNDEFINED_OFFSET, EpochEntry, LeaderEpochCache
+from tidelog.storage.leader_epoch import (
+    UNDEFINED_EPOCH,
+    UNDEFINED_OFFSET,
+    EpochEntry,
+    LeaderEpochCache,
+)
 
 
 def test_assign_keeps_the_first_start_of_an_epoch() -> None:

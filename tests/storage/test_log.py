@@ -8,21 +8,21 @@ import threading
 
 import pytest
 
-from client.protocol.errors import CorruptMessageError
-from client.protocol.records import TimestampType as BatchTimestampType
-from client.protocol.records import iter_batches, parse_batch_header
-from storage.config import LogConfig, TimestampType
-from storage.errors import (
+from tests.storage.batches import full_scan_indexes, make_batch, payload, read_everything
+from tests.storage.conftest import Clock, StorageEnv
+from tidelog.client.protocol.errors import CorruptMessageError
+from tidelog.client.protocol.records import TimestampType as BatchTimestampType
+from tidelog.client.protocol.records import iter_batches, parse_batch_header
+from tidelog.storage.config import LogConfig, TimestampType
+from tidelog.storage.errors import (
     InvalidRecordError,
     LogOfflineError,
     OffsetOutOfRangeError,
     RecordListTooLargeError,
     RecordTooLargeError,
 )
-from storage.filesystem import FaultPoint
-from storage.log import PartitionLog
-from tests.storage.batches import full_scan_indexes, make_batch, payload, read_everything
-from tests.storage.conftest import Clock, StorageEnv
+from tidelog.storage.filesystem import FaultPoint
+from tidelog.storage.log import PartitionLog
 
 SMALL = LogConfig(segment_bytes=2_000, index_interval_bytes=300)
 

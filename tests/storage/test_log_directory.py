@@ -6,16 +6,16 @@ import logging
 
 import pytest
 
-from storage.checkpoint import decode_table
-from storage.config import LogConfig
-from storage.log_directory import (
+from tests.storage.batches import make_batch, payload, read_everything
+from tests.storage.conftest import Clock, StorageEnv
+from tidelog.storage.checkpoint import decode_table
+from tidelog.storage.config import LogConfig
+from tidelog.storage.log_directory import (
     LOG_START_OFFSET_CHECKPOINT,
     RECOVERY_POINT_CHECKPOINT,
     LogDirectory,
     parse_partition_dir_name,
 )
-from tests.storage.batches import make_batch, payload, read_everything
-from tests.storage.conftest import Clock, StorageEnv
 
 CONFIG = LogConfig(segment_bytes=2_000, index_interval_bytes=300)
 

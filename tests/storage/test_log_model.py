@@ -10,12 +10,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from client.protocol.records import iter_batches
-from storage.config import LogConfig
-from storage.filesystem import FileSystem, MemoryFileSystem, OsFileSystem
-from storage.log import PartitionLog
 from tests.storage.batches import full_scan_indexes, make_batch
 from tests.storage.conftest import Clock
+from tidelog.client.protocol.records import iter_batches
+from tidelog.storage.config import LogConfig
+from tidelog.storage.filesystem import FileSystem, MemoryFileSystem, OsFileSystem
+from tidelog.storage.log import PartitionLog
 
 CONFIG = LogConfig(
     segment_bytes=2_000, index_interval_bytes=200, retention_bytes=5_000, retention_ms=-1

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from client.protocol.records import assign_offsets
-from storage.config import LogConfig
-from storage.filesystem import FileHandle, FileSystem
-from storage.log import LEADER_EPOCH_CHECKPOINT, PartitionLog
-from storage.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX
 from tests.storage.batches import full_scan_indexes, make_batch, payload, read_everything
 from tests.storage.conftest import Clock, StorageEnv
+from tidelog.client.protocol.records import assign_offsets
+from tidelog.storage.config import LogConfig
+from tidelog.storage.filesystem import FileHandle, FileSystem
+from tidelog.storage.log import LEADER_EPOCH_CHECKPOINT, PartitionLog
+from tidelog.storage.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX
 
 CONFIG = LogConfig(segment_bytes=2_000, index_interval_bytes=300)
 

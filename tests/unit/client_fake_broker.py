@@ -18,13 +18,18 @@ from dataclasses import dataclass, field
 import trio
 import trio.testing
 
-from client.protocol.apis import API_BY_KEY, decode_request_header, encode_response_header
-from client.protocol.errors import ErrorCode
-from client.protocol.framing import NEED_DATA, FrameDecoder
-from client.protocol.primitives import Writer
-from client.protocol.records import Record, assign_offsets, decode_batches, parse_batch_header
-from client.protocol.schema import Message
-from client.structs import TopicPartition
+from tidelog.client.protocol.apis import API_BY_KEY, decode_request_header, encode_response_header
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.framing import NEED_DATA, FrameDecoder
+from tidelog.client.protocol.primitives import Writer
+from tidelog.client.protocol.records import (
+    Record,
+    assign_offsets,
+    decode_batches,
+    parse_batch_header,
+)
+from tidelog.client.protocol.schema import Message
+from tidelog.client.structs import TopicPartition
 
 
 class Fault(enum.Enum):

@@ -14,14 +14,14 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from broker.groups.config import GroupConfig
-from broker.groups.coordinator import GroupCoordinator
-from broker.groups.effects import Append, Output
-from broker.groups.records import CoordinatorRecord
-from client.protocol.apis import API_BY_NAME
-from client.protocol.errors import ErrorCode
-from client.protocol.primitives import Reader, Writer
-from client.protocol.schema import Api, Message
+from tidelog.broker.groups.config import GroupConfig
+from tidelog.broker.groups.coordinator import GroupCoordinator
+from tidelog.broker.groups.effects import Append, Output
+from tidelog.broker.groups.records import CoordinatorRecord
+from tidelog.client.protocol.apis import API_BY_NAME
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.primitives import Reader, Writer
+from tidelog.client.protocol.schema import Api, Message
 
 START_MS = 1_700_000_000_000
 SESSION_MS = 10_000

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
-from client.assignors import (
+from tidelog.client.assignors import (
     ASSIGNORS,
     Assignment,
     Assignor,
@@ -29,13 +29,13 @@ from client.assignors import (
     common_rebalance_protocol,
     member_generation,
 )
-from client.protocol.consumer_protocol import (
+from tidelog.client.protocol.consumer_protocol import (
     decode_assignment,
     decode_subscription,
     encode_assignment,
     encode_subscription,
 )
-from client.structs import TopicPartition as TP
+from tidelog.client.structs import TopicPartition as TP
 
 ALL_ASSIGNORS: list[Assignor] = [RangeAssignor(), RoundRobinAssignor(), CooperativeStickyAssignor()]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import BrokerConfig, ConfigError, ListenerConfig, TlsConfig, load_config
+from tidelog.broker.config import BrokerConfig, ConfigError, ListenerConfig, TlsConfig, load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

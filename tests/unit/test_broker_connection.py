@@ -9,14 +9,14 @@ from contextlib import asynccontextmanager
 import trio
 import trio.testing
 
-from broker.connection import Answer, Connection, Dispatch, Reject, parse_request
-from broker.handlers import ROUTES
-from broker.network import PeerInfo
-from broker.router import CloseConnection, RequestContext, Router, route
-from client.protocol.apis import API_BY_KEY, decode_response, encode_request
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
 from tests.integration.wire import WireClient, api_ranges
+from tidelog.broker.connection import Answer, Connection, Dispatch, Reject, parse_request
+from tidelog.broker.handlers import ROUTES
+from tidelog.broker.network import PeerInfo
+from tidelog.broker.router import CloseConnection, RequestContext, Router, route
+from tidelog.client.protocol.apis import API_BY_KEY, decode_response, encode_request
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
 
 API_VERSIONS, METADATA = 18, 3
 Handler = Callable[[RequestContext, Message], Awaitable[Message | None]]

@@ -10,8 +10,8 @@ import pytest
 import trio
 import trustme
 
-from broker.config import TlsConfig
-from broker.network import MemoryNetwork, PeerInfo, server_ssl_context, stream_peer
+from tidelog.broker.config import TlsConfig
+from tidelog.broker.network import MemoryNetwork, PeerInfo, server_ssl_context, stream_peer
 
 
 async def echo_once(peers: list[PeerInfo]) -> Callable[[trio.abc.Stream], object]:

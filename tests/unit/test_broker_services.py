@@ -10,11 +10,11 @@ import pytest
 import trio
 import trio.testing
 
-from broker.config import BrokerConfig, ListenerConfig
-from broker.network import MemoryNetwork
-from broker.server import Broker
-from client.protocol.records import RecordInput, encode_batch
-from storage.filesystem import MemoryFileSystem
+from tidelog.broker.config import BrokerConfig, ListenerConfig
+from tidelog.broker.network import MemoryNetwork
+from tidelog.broker.server import Broker
+from tidelog.client.protocol.records import RecordInput, encode_batch
+from tidelog.storage.filesystem import MemoryFileSystem
 
 START_MS = 1_700_000_000_000
 

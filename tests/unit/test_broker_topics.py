@@ -6,19 +6,19 @@ import random
 
 import pytest
 
-from broker.cluster import BrokerNode, Cluster, Endpoint
-from broker.config import BrokerConfig
-from broker.topics import (
+from tidelog.broker.cluster import BrokerNode, Cluster, Endpoint
+from tidelog.broker.config import BrokerConfig
+from tidelog.broker.topics import (
     MetadataStoreError,
     TopicError,
     TopicManager,
     load_cluster_identity,
     validate_topic_name,
 )
-from client.protocol.errors import ErrorCode
-from storage.config import LogConfig
-from storage.filesystem import MemoryFileSystem
-from storage.log_directory import LogDirectory
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.storage.config import LogConfig
+from tidelog.storage.filesystem import MemoryFileSystem
+from tidelog.storage.log_directory import LogDirectory
 
 DATA = "/data"
 

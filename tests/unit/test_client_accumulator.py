@@ -6,15 +6,15 @@ import random
 
 import pytest
 
-from client.accumulator import (
+from tidelog.client.accumulator import (
     BATCH_OVERHEAD_BYTES,
     ProducerBatch,
     RecordAccumulator,
     estimate_record_bytes,
 )
-from client.idempotence import IdempotenceState
-from client.protocol.records import Compression, RecordInput, decode_batch, encode_batch
-from client.structs import TopicPartition
+from tidelog.client.idempotence import IdempotenceState
+from tidelog.client.protocol.records import Compression, RecordInput, decode_batch, encode_batch
+from tidelog.client.structs import TopicPartition
 
 T0 = TopicPartition("t", 0)
 T1 = TopicPartition("t", 1)

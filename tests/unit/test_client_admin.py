@@ -9,19 +9,19 @@ import pytest
 import trio
 import trio.testing
 
-from client.admin import Admin, ConfigResource
-from client.errors import (
+from tests.unit.client_fake_broker import FakeBroker
+from tidelog.client.admin import Admin, ConfigResource
+from tidelog.client.errors import (
     InvalidPartitionsError,
     KafkaTimeoutError,
     PolicyViolationError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
-from client.protocol.configs import ConfigResourceType, ConfigSource
-from client.protocol.errors import ErrorCode
-from client.protocol.records import RecordInput, encode_batch
-from client.structs import NewTopic, TopicPartition
-from tests.unit.client_fake_broker import FakeBroker
+from tidelog.client.protocol.configs import ConfigResourceType, ConfigSource
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.records import RecordInput, encode_batch
+from tidelog.client.structs import NewTopic, TopicPartition
 
 TIMEOUT_S = 10
 

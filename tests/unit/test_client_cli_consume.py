@@ -10,11 +10,11 @@ import pytest
 import trio
 import trio.testing
 
-from client.cli_common import CliError
-from client.cli_consume import RecordReader
-from client.cli_format import compile_template
-from client.protocol.records import TimestampType
-from client.structs import ConsumerRecord, TopicPartition
+from tidelog.client.cli_common import CliError
+from tidelog.client.cli_consume import RecordReader
+from tidelog.client.cli_format import compile_template
+from tidelog.client.protocol.records import TimestampType
+from tidelog.client.structs import ConsumerRecord, TopicPartition
 
 P0 = TopicPartition("t", 0)
 P1 = TopicPartition("t", 1)

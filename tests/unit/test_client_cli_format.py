@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from client.cli_consume import OffsetSpec, parse_offset, start_offset
-from client.cli_format import compile_template, record_json
-from client.protocol.records import TimestampType
-from client.structs import ConsumerRecord
+from tidelog.client.cli_consume import OffsetSpec, parse_offset, start_offset
+from tidelog.client.cli_format import compile_template, record_json
+from tidelog.client.protocol.records import TimestampType
+from tidelog.client.structs import ConsumerRecord
 
 
 def record(

@@ -6,15 +6,15 @@ import ssl
 
 import pytest
 
-from client.config import (
+from tidelog.client.config import (
     AdminConfig,
     CommonConfig,
     ConsumerConfig,
     ProducerConfig,
     parse_bootstrap_servers,
 )
-from client.errors import ConfigError
-from client.protocol.records import Compression
+from tidelog.client.errors import ConfigError
+from tidelog.client.protocol.records import Compression
 
 
 def test_bootstrap_servers_forms() -> None:

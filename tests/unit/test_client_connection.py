@@ -6,21 +6,21 @@ import pytest
 import trio
 import trio.testing
 
-from client.connection import BrokerConnection, backoff_s
-from client.errors import (
+from tidelog.client.connection import BrokerConnection, backoff_s
+from tidelog.client.errors import (
     ClientClosedError,
     IncompatibleBrokerError,
     KafkaConnectionError,
     KafkaProtocolError,
     KafkaTimeoutError,
 )
-from client.protocol.apis import API_BY_KEY, decode_request_header, encode_response_header
-from client.protocol.errors import ErrorCode
-from client.protocol.framing import NEED_DATA, FrameDecoder
-from client.protocol.messages.api_versions import API_VERSIONS
-from client.protocol.messages.data import METADATA
-from client.protocol.primitives import Writer
-from client.protocol.schema import Message
+from tidelog.client.protocol.apis import API_BY_KEY, decode_request_header, encode_response_header
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.framing import NEED_DATA, FrameDecoder
+from tidelog.client.protocol.messages.api_versions import API_VERSIONS
+from tidelog.client.protocol.messages.data import METADATA
+from tidelog.client.protocol.primitives import Writer
+from tidelog.client.protocol.schema import Message
 
 TIMEOUT_S = 5
 

@@ -9,11 +9,11 @@ import pytest
 import trio
 import trio.testing
 
-from client.consumer import Consumer
-from client.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
-from client.protocol.records import Compression, RecordInput, encode_batch
-from client.structs import ConsumerRecord, TopicPartition
 from tests.unit.client_fake_broker import FakeBroker
+from tidelog.client.consumer import Consumer
+from tidelog.client.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
+from tidelog.client.protocol.records import Compression, RecordInput, encode_batch
+from tidelog.client.structs import ConsumerRecord, TopicPartition
 
 TIMEOUT_S = 10
 P0 = TopicPartition("t", 0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from client.fetcher import FetchedChunk, SubscriptionState, decode_partition_records
-from client.protocol.errors import CorruptMessageError
-from client.protocol.records import (
+from tidelog.client.fetcher import FetchedChunk, SubscriptionState, decode_partition_records
+from tidelog.client.protocol.errors import CorruptMessageError
+from tidelog.client.protocol.records import (
     Compression,
     ControlRecordType,
     RecordInput,
@@ -15,7 +15,7 @@ from client.protocol.records import (
     encode_batch,
     end_transaction_marker_record,
 )
-from client.structs import TopicPartition
+from tidelog.client.structs import TopicPartition
 
 TP = TopicPartition("t", 0)
 

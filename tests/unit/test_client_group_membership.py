@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from client.assignors import Assignment, Subscription, assignor_for_name
-from client.errors import (
+from tidelog.client.assignors import Assignment, Subscription, assignor_for_name
+from tidelog.client.errors import (
     FencedInstanceIdError,
     IncompatibleBrokerError,
     KafkaConnectionError,
 )
-from client.group_membership import (
+from tidelog.client.group_membership import (
     ApplyAssignment,
     Assign,
     CommitIdentity,
@@ -31,14 +31,14 @@ from client.group_membership import (
     SendSyncGroup,
     Wait,
 )
-from client.protocol.consumer_protocol import (
+from tidelog.client.protocol.consumer_protocol import (
     decode_assignment,
     decode_subscription,
     encode_assignment,
     encode_subscription,
 )
-from client.protocol.errors import ErrorCode
-from client.structs import TopicPartition as TP
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.structs import TopicPartition as TP
 
 INF = float("inf")
 HEARTBEAT_S = 3.0

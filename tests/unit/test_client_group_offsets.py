@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from client.config import ConsumerConfig
-from client.errors import ConfigError
-from client.group_offsets import (
+from tidelog.client.config import ConsumerConfig
+from tidelog.client.errors import ConfigError
+from tidelog.client.group_offsets import (
     OFFSET_COMMIT_MAX_VERSION,
     OFFSET_FETCH_MAX_VERSION,
     offset_commit_errors,
@@ -17,12 +17,12 @@ from client.group_offsets import (
     offset_fetch_request,
     offset_fetch_results,
 )
-from client.protocol.errors import ErrorCode
-from client.protocol.messages.groups import OFFSET_COMMIT, OFFSET_FETCH
-from client.protocol.primitives import Reader, Writer
-from client.protocol.schema import Api, Message
-from client.structs import OffsetAndMetadata
-from client.structs import TopicPartition as TP
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.messages.groups import OFFSET_COMMIT, OFFSET_FETCH
+from tidelog.client.protocol.primitives import Reader, Writer
+from tidelog.client.protocol.schema import Api, Message
+from tidelog.client.structs import OffsetAndMetadata
+from tidelog.client.structs import TopicPartition as TP
 
 
 def request_roundtrip(api: Api, body: Message, version: int) -> Message:

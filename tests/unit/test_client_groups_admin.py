@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from client.admin_groups import deleted_groups, described_groups, found_coordinators
-from client.cli_common import CliError
-from client.cli_groups import (
+from tidelog.client.admin_groups import deleted_groups, described_groups, found_coordinators
+from tidelog.client.cli_common import CliError
+from tidelog.client.cli_groups import (
     ResetSpec,
     TopicScope,
     parse_state,
@@ -21,21 +21,21 @@ from client.cli_groups import (
     plan_offsets,
     text_table,
 )
-from client.errors import (
+from tidelog.client.errors import (
     GroupIdNotFoundError,
     KafkaProtocolError,
     NonEmptyGroupError,
     NotCoordinatorError,
 )
-from client.metadata import BrokerInfo
-from client.protocol.consumer_protocol import (
+from tidelog.client.metadata import BrokerInfo
+from tidelog.client.protocol.consumer_protocol import (
     ConsumerProtocolAssignment,
     TopicPartitions,
     encode_assignment,
 )
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
-from client.structs import TopicPartition
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
+from tidelog.client.structs import TopicPartition
 
 COORDINATOR = BrokerInfo(3, "broker3", 9092)
 P0, P1, P2 = TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("t", 2)

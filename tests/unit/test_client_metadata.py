@@ -10,14 +10,14 @@ import pytest
 import trio
 import trio.testing
 
-from client.cluster import Cluster
-from client.config import CommonConfig
-from client.errors import KafkaConnectionError
-from client.metadata import ClusterMetadata
-from client.protocol.errors import ErrorCode
-from client.protocol.schema import Message
-from client.structs import TopicPartition
 from tests.unit.client_fake_broker import FakeBroker
+from tidelog.client.cluster import Cluster
+from tidelog.client.config import CommonConfig
+from tidelog.client.errors import KafkaConnectionError
+from tidelog.client.metadata import ClusterMetadata
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.schema import Message
+from tidelog.client.structs import TopicPartition
 
 
 def response(leader_epoch: int, leader: int = 1, error: int = 0) -> Message:

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from client.partitioner import Partitioner, mmh3_partition, murmur2, murmur2_partition
+from tidelog.client.partitioner import Partitioner, mmh3_partition, murmur2, murmur2_partition
 
 
 def reference_murmur2(data: bytes) -> int:

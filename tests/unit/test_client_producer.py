@@ -9,17 +9,17 @@ import pytest
 import trio
 import trio.testing
 
-from client.errors import (
+from tests.unit.client_fake_broker import FakeBroker, Fault
+from tidelog.client.errors import (
     ClientClosedError,
     IncompatibleBrokerError,
     KafkaTimeoutError,
     RecordTooLargeError,
     UnknownTopicOrPartitionError,
 )
-from client.partitioner import murmur2_partition
-from client.producer import Producer, RecordFuture
-from client.structs import TopicPartition
-from tests.unit.client_fake_broker import FakeBroker, Fault
+from tidelog.client.partitioner import murmur2_partition
+from tidelog.client.producer import Producer, RecordFuture
+from tidelog.client.structs import TopicPartition
 
 TIMEOUT_S = 10
 

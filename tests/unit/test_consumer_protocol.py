@@ -16,7 +16,7 @@ from kafka.protocol.consumer.metadata import (
     ConsumerProtocolSubscription as KafkaPythonSubscription,
 )
 
-from client.protocol.consumer_protocol import (
+from tidelog.client.protocol.consumer_protocol import (
     ConsumerProtocolAssignment,
     ConsumerProtocolSubscription,
     TopicPartitions,
@@ -27,7 +27,7 @@ from client.protocol.consumer_protocol import (
     flatten_partitions,
     group_partitions,
 )
-from client.protocol.errors import CorruptMessageError
+from tidelog.client.protocol.errors import CorruptMessageError
 
 names = st.text(min_size=0, max_size=12)
 partition_lists = st.lists(st.integers(0, 2**31 - 1), max_size=6).map(tuple)

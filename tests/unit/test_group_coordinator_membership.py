@@ -4,14 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from broker.groups.config import GroupConfig
-from broker.groups.records import (
-    GroupMetadata,
-    GroupMetadataKey,
-    decode_group_metadata_value,
-    decode_key,
-)
-from client.protocol.errors import ErrorCode
 from tests.unit.group_harness import (
     DELAY_MS,
     REBALANCE_MS,
@@ -20,6 +12,14 @@ from tests.unit.group_harness import (
     Harness,
     consumer_subscription,
 )
+from tidelog.broker.groups.config import GroupConfig
+from tidelog.broker.groups.records import (
+    GroupMetadata,
+    GroupMetadataKey,
+    decode_group_metadata_value,
+    decode_key,
+)
+from tidelog.client.protocol.errors import ErrorCode
 
 G = "orders-consumers"
 

@@ -4,16 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from broker.groups.config import MINUTE_MS, GroupConfig
-from broker.groups.coordinator import GROUP_AUTHORIZED_OPERATIONS
-from broker.groups.find_coordinator import (
-    GROUP_KEY_TYPE,
-    CoordinatorNode,
-    find_coordinator_response,
-)
-from broker.groups.records import partition_for_group
-from client.protocol.apis import API_BY_NAME
-from client.protocol.errors import ErrorCode
 from tests.unit.group_harness import (
     DELAY_MS,
     SESSION_MS,
@@ -22,6 +12,16 @@ from tests.unit.group_harness import (
     consumer_subscription,
     roundtrip,
 )
+from tidelog.broker.groups.config import MINUTE_MS, GroupConfig
+from tidelog.broker.groups.coordinator import GROUP_AUTHORIZED_OPERATIONS
+from tidelog.broker.groups.find_coordinator import (
+    GROUP_KEY_TYPE,
+    CoordinatorNode,
+    find_coordinator_response,
+)
+from tidelog.broker.groups.records import partition_for_group
+from tidelog.client.protocol.apis import API_BY_NAME
+from tidelog.client.protocol.errors import ErrorCode
 
 G = "billing"
 RETENTION_MINUTES = 60

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.groups.group import GroupState
-from client.protocol.errors import ErrorCode
 from tests.unit.group_harness import REBALANCE_MS, SESSION_MS, Harness
+from tidelog.broker.groups.group import GroupState
+from tidelog.client.protocol.errors import ErrorCode
 
 G = "prop"
 CLIENTS = ("a", "b", "c")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.groups.records import (
+from tidelog.broker.groups.records import (
     GroupMetadata,
     GroupMetadataKey,
     MemberMetadata,
@@ -26,7 +26,7 @@ from broker.groups.records import (
     offset_commit_value,
     partition_for_group,
 )
-from client.protocol.errors import CorruptMessageError
+from tidelog.client.protocol.errors import CorruptMessageError
 
 
 def _s(text: str | None) -> bytes:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.groups.timers import Timers
+from tidelog.broker.groups.timers import Timers
 
 
 def test_due_keys_come_earliest_first_and_rescheduling_replaces() -> None:

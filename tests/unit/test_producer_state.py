@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from broker.producer_state import BATCHES_PER_PRODUCER, INT32_MAX, ProducerStateTable
-from client.protocol.errors import ErrorCode
+from tidelog.broker.producer_state import BATCHES_PER_PRODUCER, INT32_MAX, ProducerStateTable
+from tidelog.client.protocol.errors import ErrorCode
 
 
 def _append(table: ProducerStateTable, pid: int, epoch: int, seq: int, count: int, at: int) -> None:

@@ -9,7 +9,7 @@ Versions that Kafka 4 no longer accepts (CreateTopics 0-1, DeleteTopics 0, Descr
 DescribeAcls/CreateAcls/DeleteAcls 0) are absent.
 """
 
-from client.protocol.schema import Api, F, Versions
+from tidelog.client.protocol.schema import Api, F, Versions
 
 SASL_HANDSHAKE = Api(
     key=17,

@@ -1,6 +1,6 @@
 """ApiVersions (18)."""
 
-from client.protocol.schema import Api, F, Versions
+from tidelog.client.protocol.schema import Api, F, Versions
 
 API_VERSIONS = Api(
     key=18,

@@ -7,7 +7,7 @@ tests/protocol/test_schema_agreement.py checks them against the JSON at every ve
 Versions that Kafka 4 no longer accepts (Produce 0-2, Fetch 0-3, ListOffsets 0) are absent.
 """
 
-from client.protocol.schema import Api, F, Versions
+from tidelog.client.protocol.schema import Api, F, Versions
 
 PRODUCE = Api(
     key=0,

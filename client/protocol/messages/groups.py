@@ -8,7 +8,7 @@ tests/protocol/test_schema_agreement.py checks them against the JSON at every ve
 Versions that Kafka 4 no longer accepts (OffsetCommit 0-1, OffsetFetch 0) are absent.
 """
 
-from client.protocol.schema import Api, F, Versions
+from tidelog.client.protocol.schema import Api, F, Versions
 
 OFFSET_COMMIT = Api(
     key=8,
