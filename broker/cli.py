@@ -24,10 +24,8 @@ import sys
 from collections.abc import Sequence
 
 from tidelog.broker.config import BrokerConfig, ConfigError, ListenerConfig, load_config
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+from tidelog.broker.exit_status import EXIT_USAGE
+from tidelog.broker.log_context import LOG_FORMAT, NodeIdFilter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,11 +67,9 @@ def _add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argumen
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(NodeIdFilter())
+    logging.basicConfig(level=args.log_level, format=LOG_FORMAT, handlers=[handler])
     status: int = args.run(args)
     return status
 

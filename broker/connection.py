@@ -43,7 +43,7 @@ from tidelog.client.protocol.primitives import Splice, Writer
 from tidelog.client.protocol.schema import Api, Message
 
 if TYPE_CHECKING:
-    from tidelog.broker.server import Broker
+    from tidelog.broker.context import BrokerContext
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class Connection:
         local: tuple[str, int],
         peer: PeerInfo,
         router: Router,
-        broker: Broker,
+        broker: BrokerContext,
         max_frame_bytes: int,
         max_inflight: int,
         idle_timeout_ms: int,

@@ -36,8 +36,8 @@ from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.schema import Api, Message, Versions
 
 if TYPE_CHECKING:
+    from tidelog.broker.context import BrokerContext
     from tidelog.broker.network import PeerInfo
-    from tidelog.broker.server import Broker
 
 
 class CloseConnection(Exception):
@@ -60,7 +60,7 @@ class RequestContext:
 
     header: RequestHeader
     connection: ConnectionInfo
-    broker: Broker
+    broker: BrokerContext
 
     @property
     def api_version(self) -> int:

@@ -12,11 +12,11 @@ import sys
 
 import trio
 
-from tidelog.broker.cli import EXIT_FAILED, EXIT_OK
 from tidelog.broker.config import BrokerConfig
+from tidelog.broker.exit_status import EXIT_FAILED, EXIT_OK
 from tidelog.broker.network import TcpNetwork
 from tidelog.broker.server import Broker, wall_clock_ms
-from tidelog.broker.topics import MetadataStoreError
+from tidelog.broker.topic_store import MetadataStoreError
 from tidelog.storage.filesystem import OsFileSystem
 
 log = logging.getLogger("tidelog")

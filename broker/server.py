@@ -9,13 +9,19 @@
         broker.request_shutdown()              # serve() returns after a clean shutdown
 
 Everything outside the process is reached through the injected objects, so the same broker
-runs over `MemoryNetwork` + `MemoryFileSystem` with a seeded `random.Random` and a fake
-clock in tests and simulations.
+runs over `MemoryNetwork` + `MemoryFileSystem` with a seeded `random.Random`, a fake clock
+and `run_blocking=run_inline` (no threads) in tests and simulations.
+
+The parts: the metadata publisher and its image, the topic manager that writes it while
+there is no controller, the replica manager that follows it (one `Partition` per local
+replica), the group service, and the connections; handlers see the broker only through
+`BrokerContext`.
 
 Lifecycle of `serve`:
-1. startup (synchronous): meta.properties (cluster id), log directory recovery, topics;
-2. listeners bound, this node registered in the `Cluster` with its advertised endpoints,
-   background services started (`_run_background_services`), `task_status.started()`;
+1. startup (synchronous): meta.properties (cluster id), log directory recovery, topics
+   published into the metadata image (`open_node_state`);
+2. listeners bound, this node's registration published with its advertised endpoints,
+   background services started (`_background_services`), `task_status.started()`;
 3. on `request_shutdown()`: stop accepting and stop background services; every connection
    stops reading and finishes the requests it has (bounded by `shutdown_timeout_ms`); then
    logs are flushed, checkpoints written and files closed. Cancelling `serve` from outside
@@ -33,14 +39,20 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from tidelog.broker.cluster import BrokerNode, Cluster, Endpoint
 from tidelog.broker.config import BrokerConfig, ListenerConfig
 from tidelog.broker.connection import Connection
 from tidelog.broker.groups.service import GroupService
 from tidelog.broker.handlers import ROUTES
+from tidelog.broker.log_context import node_logging
+from tidelog.broker.metadata.image import MetadataImage
+from tidelog.broker.metadata.records import Endpoint, RegisterBrokerRecord
 from tidelog.broker.network import Network, server_ssl_context, stream_peer
+from tidelog.broker.node_state import NodeState, open_node_state
+from tidelog.broker.producer_ids import ProducerIdAllocator
+from tidelog.broker.replica_manager import ReplicaManager
 from tidelog.broker.router import Router
-from tidelog.broker.topics import TopicManager, load_cluster_identity
+from tidelog.broker.runner import BlockingRunner, run_in_thread
+from tidelog.broker.topics import TopicManager
 from tidelog.storage.cleaner import compact, dirty_ratio
 from tidelog.storage.errors import StorageError
 from tidelog.storage.filesystem import FileSystem
@@ -63,6 +75,7 @@ class Broker:
         now_ms: Callable[[], int],
         random: random_module.Random,
         router: Router | None = None,
+        run_blocking: BlockingRunner = run_in_thread,
     ) -> None:
         self.config = config
         self.network = network
@@ -70,14 +83,16 @@ class Broker:
         self.now_ms = now_ms
         """Wall-clock milliseconds, for record timestamps and time-based retention."""
         self.random = random
+        self.run_blocking = run_blocking
+        """Where fsync, checkpoints and compaction run (a thread; inline in simulation)."""
         self.router = router if router is not None else Router(ROUTES)
         self.bound_addresses: dict[str, tuple[str, int]] = {}
         """Listener name -> (bind host, bound port), filled before `serve` reports started."""
         self._tombstones_due_ms: dict[tuple[str, int], int | None] = {}
         self.groups = GroupService(self)
         """The group coordinator's driver (FindCoordinator, JoinGroup, OffsetCommit...)."""
-        self._cluster: Cluster | None = None
-        self._topics: TopicManager | None = None
+        self.producer_ids = ProducerIdAllocator(random)
+        self._node: NodeState | None = None
         self._shutdown_requested = trio.Event()
         self._stopping = False
         self._connections: set[Connection] = set()
@@ -87,16 +102,23 @@ class Broker:
     # -- what handlers use
 
     @property
-    def cluster(self) -> Cluster:
-        if self._cluster is None:
+    def node(self) -> NodeState:
+        if self._node is None:
             raise RuntimeError("the broker has not started")
-        return self._cluster
+        return self._node
+
+    @property
+    def image(self) -> MetadataImage:
+        """The current metadata image."""
+        return self.node.publisher.image
 
     @property
     def topics(self) -> TopicManager:
-        if self._topics is None:
-            raise RuntimeError("the broker has not started")
-        return self._topics
+        return self.node.topics
+
+    @property
+    def replicas(self) -> ReplicaManager:
+        return self.node.replicas
 
     @property
     def connection_count(self) -> int:
@@ -109,7 +131,12 @@ class Broker:
         self._shutdown_requested.set()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the broker until `request_shutdown()` (see module docstring)."""
+        """Run the broker until `request_shutdown()` (see module docstring). Every log line
+        of its tasks carries its node id."""
+        with node_logging(self.config.node_id):
+            await self._serve(task_status)
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         self._start_storage()
         try:
             async with trio.open_nursery() as connections:
@@ -121,7 +148,7 @@ class Broker:
                     log.info(
                         "broker %d of cluster %s listening on %s",
                         self.config.node_id,
-                        self.cluster.cluster_id,
+                        self.image.cluster_id,
                         ", ".join(
                             f"{name} {host}:{port}"
                             for name, (host, port) in self.bound_addresses.items()
@@ -143,19 +170,14 @@ class Broker:
         log.info("broker %d stopped", self.config.node_id)
 
     def _start_storage(self) -> None:
-        config = self.config
-        cluster_id = load_cluster_identity(self.fs, config.data_dir, config, self.random)
-        self._cluster = Cluster(cluster_id, controller_id=config.node_id)
         # The node registers before topics load so that replica placement can see it; its
         # endpoints are filled in once the listeners are bound.
-        self._cluster.put_broker(BrokerNode(config.node_id, (), config.rack))
-        self._topics = TopicManager.open(
-            config=config, fs=self.fs, cluster=self._cluster, rng=self.random, now_ms=self.now_ms
-        )
+        self._node = open_node_state(self.config, self.fs, self.random, self.now_ms)
+        self.node.publisher.subscribe(self.groups)
 
     def _close_storage(self) -> None:
-        if self._topics is not None:
-            self._topics.close()
+        if self._node is not None:
+            self._node.close()
 
     async def _start_listeners(self, services: trio.Nursery, connections: trio.Nursery) -> None:
         for listener in self.config.listeners:
@@ -185,8 +207,10 @@ class Broker:
         )
 
     def _register_self(self) -> None:
-        node = BrokerNode(self.config.node_id, self.advertised_endpoints(), self.config.rack)
-        self.cluster.put_broker(node)
+        record = RegisterBrokerRecord(
+            self.config.node_id, self.advertised_endpoints(), self.config.rack
+        )
+        self.node.publisher.publish([record])
 
     def _background_services(self) -> list[Callable[[], Awaitable[None]]]:
         """The broker's periodic services: each runs until cancelled at shutdown, after the
@@ -206,7 +230,7 @@ class Broker:
         thread, and deleting whole segments costs one directory fsync at most."""
         now_ms = self.now_ms()
         deleted = 0
-        for key, partition_log in list(self.topics.logs()):
+        for key, partition_log in list(self.replicas.logs()):
             try:
                 deleted += partition_log.enforce_retention(now_ms)
             except StorageError as exc:  # one failed log must not stop the others or the broker
@@ -220,23 +244,25 @@ class Broker:
             await self.compact_due_logs()
 
     async def compact_due_logs(self) -> int:
-        """Compact, in a worker thread, every compacted log that is dirty enough or holds
-        tombstones now due for removal; return how many passes committed."""
+        """Compact, off the event loop, every compacted log that is dirty enough or holds
+        tombstones now due for removal, below its high watermark; return how many passes
+        committed."""
         committed = 0
-        for key, partition_log in list(self.topics.logs()):
+        for partition in list(self.replicas.partitions()):
+            key, partition_log = partition.key, partition.log
             config = partition_log.config
             if not config.compaction_enabled:
                 continue
             now_ms = self.now_ms()
             tombstones_due = self._tombstones_due_ms.get(key)
-            high_watermark = partition_log.log_end_offset
+            high_watermark = partition.high_watermark
             due = (tombstones_due is not None and now_ms >= tombstones_due) or dirty_ratio(
                 partition_log, max_offset=high_watermark
             ) >= config.min_cleanable_dirty_ratio
             if not due:
                 continue
             try:
-                result = await trio.to_thread.run_sync(
+                result = await self.run_blocking(
                     functools.partial(
                         compact,
                         partition_log,
@@ -264,19 +290,19 @@ class Broker:
             await self.flush_due_logs()
 
     async def flush_due_logs(self) -> int:
-        """fsync, in a worker thread, every log whose flush policy is due, then write the
+        """fsync, off the event loop, every log whose flush policy is due, then write the
         recovery-point checkpoint; return how many logs were flushed."""
         now_ms = self.now_ms()
-        due = [(key, plog) for key, plog in list(self.topics.logs()) if plog.flush_due(now_ms)]
+        due = [(key, plog) for key, plog in self.replicas.logs() if plog.flush_due(now_ms)]
         flushed = 0
         for key, partition_log in due:
             try:
-                await trio.to_thread.run_sync(partition_log.flush)
+                await self.run_blocking(partition_log.flush)
                 flushed += 1
             except StorageError as exc:  # the log is offline; it reports itself
                 log.error("flush of %s-%d failed: %s", *key, exc)
         if flushed:
-            await trio.to_thread.run_sync(self.topics.log_directory.checkpoint)
+            await self.run_blocking(self.node.log_directory.checkpoint)
         return flushed
 
     async def _drain_connections(self) -> None:

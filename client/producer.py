@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, cast
@@ -99,6 +99,10 @@ class RecordFuture:
         return self.wait().__await__()
 
 
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 _BYTES_OR_NONE = (bytes, type(None))
 """For isinstance: a tuple, built once, instead of a `bytes | None` union per call."""
 
@@ -110,7 +114,8 @@ class Producer:
     `request_timeout_ms`, `retry_backoff_ms`, `delivery_timeout_ms`, `partitioner`, ...).
 
     `connector` replaces how connections are opened (tests inject faults through it);
-    `rng` seeds the sticky partitioner and backoff jitter.
+    `rng` seeds the sticky partitioner and backoff jitter; `now_ms` (wall-clock ms) stamps
+    records sent without a timestamp (a simulation passes its virtual clock).
     """
 
     def __init__(
@@ -118,10 +123,12 @@ class Producer:
         *,
         connector: Connector | None = None,
         rng: random.Random | None = None,
+        now_ms: Callable[[], int] | None = None,
         **config: Any,
     ) -> None:
         self.config = ProducerConfig(**config)
         self._rng = rng or random.Random()
+        self._now_ms = now_ms or _wall_clock_ms
         self._cluster = Cluster(
             self.config,
             connector=connector,
@@ -275,7 +282,7 @@ class Producer:
                 f"partition {partition} of topic {topic!r}, which has {num_partitions}"
             )
         if timestamp_ms is None:
-            timestamp_ms = time.time_ns() // 1_000_000
+            timestamp_ms = self._now_ms()
         record = RecordInput(value, key, header_list, timestamp_ms)
         partitions = self._partitions_of.get(topic)
         if partitions is None or len(partitions) != num_partitions:

@@ -23,23 +23,54 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import random
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
+from tidelog.broker.config import BrokerConfig
+from tidelog.broker.controller.topics import TopicError
 from tidelog.broker.groups.config import GroupConfig
 from tidelog.broker.groups.coordinator import GroupCoordinator
 from tidelog.broker.groups.effects import Append, Output, RequestId
-from tidelog.broker.topics import TopicError
+from tidelog.broker.metadata.delta import LocalChanges
+from tidelog.broker.metadata.image import MetadataImage
+from tidelog.broker.replica_manager import PartitionError, ReplicaManager
+from tidelog.broker.topics import TopicManager
 from tidelog.client.protocol.errors import ErrorCode, ProtocolError
-from tidelog.client.protocol.records import RecordInput, decode_batches, encode_batch
+from tidelog.client.protocol.records import (
+    RecordInput,
+    decode_batches,
+    encode_batch,
+    parse_batch_header,
+)
 from tidelog.client.protocol.schema import Message
 from tidelog.storage.errors import StorageError
 
-if TYPE_CHECKING:
-    from tidelog.broker.server import Broker
+
+class GroupServiceHost(Protocol):
+    """What the group service uses of its broker (`now_ms`: wall-clock milliseconds)."""
+
+    @property
+    def config(self) -> BrokerConfig: ...
+
+    @property
+    def image(self) -> MetadataImage: ...
+
+    @property
+    def topics(self) -> TopicManager: ...
+
+    @property
+    def replicas(self) -> ReplicaManager: ...
+
+    @property
+    def random(self) -> random.Random: ...
+
+    @property
+    def now_ms(self) -> Callable[[], int]: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +81,7 @@ LOAD_READ_BYTES = 1024 * 1024
 Invoke = Callable[[RequestId, int], Output]
 
 
-def group_config(broker: Broker) -> GroupConfig:
-    c = broker.config
+def group_config(c: BrokerConfig) -> GroupConfig:
     return GroupConfig(
         offsets_topic_num_partitions=c.offsets_topic_num_partitions,
         group_initial_rebalance_delay_ms=c.group_initial_rebalance_delay_ms,
@@ -75,9 +105,9 @@ class _Waiter:
 class GroupService:
     """See the module docstring."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: GroupServiceHost) -> None:
         self._broker = broker
-        self.core = GroupCoordinator(group_config(broker), rng=broker.random)
+        self.core = GroupCoordinator(group_config(broker.config), rng=broker.random)
         self._request_ids = itertools.count()
         self._waiters: dict[RequestId, _Waiter] = {}
         self._next_deadline_ms: int | None = None
@@ -89,7 +119,7 @@ class GroupService:
     def offsets_topic_ready(self) -> bool:
         """Create and load `__consumer_offsets` if needed; False if it cannot be created."""
         topics = self._broker.topics
-        if self._broker.cluster.topic(OFFSETS_TOPIC) is None:
+        if self._broker.image.topic(OFFSETS_TOPIC) is None:
             try:
                 topics.create_topic(
                     OFFSETS_TOPIC,
@@ -104,18 +134,32 @@ class GroupService:
                 log.error("cannot create %s: %s", OFFSETS_TOPIC, exc)
                 return False
         for partition in range(self._partitions):
-            if not (self.core.is_loaded(partition) or self.core.is_loading(partition)):
-                self._load(partition)
+            self._load(partition)
         return True
 
+    def on_metadata_update(self, changes: LocalChanges, image: MetadataImage) -> None:
+        """Coordinate the groups of the `__consumer_offsets` partitions this broker now
+        leads; give up those it no longer leads (their requests get NOT_COORDINATOR)."""
+        for change in changes.leaders:
+            if change.topic.name == OFFSETS_TOPIC:
+                self._load(change.partition.partition_index)
+        lost = [c.key for c in changes.followers] + list(changes.removed)
+        for topic, partition in lost:
+            if topic == OFFSETS_TOPIC:
+                self._unload(partition)
+
     def _load(self, partition: int) -> None:
-        """Replay one partition's records into the core (blocking reads of its log)."""
-        partition_log = self._broker.topics.log(OFFSETS_TOPIC, partition)
-        if partition_log is None:
+        """Replay one partition's committed records into the core (blocking reads of its
+        log), unless it is loaded already or this broker does not lead it."""
+        if self.core.is_loaded(partition) or self.core.is_loading(partition):
             return
+        found = self._broker.replicas.leader(OFFSETS_TOPIC, partition)
+        if isinstance(found, ErrorCode):
+            return
+        partition_log = found.log
         self.core.begin_load(partition)
         offset = partition_log.log_start_offset
-        end = partition_log.log_end_offset
+        end = found.high_watermark
         try:
             while offset < end:
                 chunk = partition_log.read(offset, LOAD_READ_BYTES, max_offset=end)
@@ -138,7 +182,7 @@ class GroupService:
 
     def partition_leader(self, group_id: str) -> int | None:
         """The node leading the group's `__consumer_offsets` partition, if it has one."""
-        topic = self._broker.cluster.topic(OFFSETS_TOPIC)
+        topic = self._broker.image.topic(OFFSETS_TOPIC)
         if topic is None:
             return None
         metadata = topic.partition(self.core.partition_for(group_id))
@@ -176,28 +220,30 @@ class GroupService:
         return self._broker.now_ms()
 
     def _write(self, append: Append) -> ErrorCode:
-        partition_log = self._broker.topics.log(OFFSETS_TOPIC, append.partition)
-        topic = self._broker.cluster.topic(OFFSETS_TOPIC)
-        metadata = topic.partition(append.partition) if topic is not None else None
-        if partition_log is None or metadata is None:
+        found = self._broker.replicas.leader(OFFSETS_TOPIC, append.partition)
+        if isinstance(found, ErrorCode):
             return ErrorCode.NOT_LEADER_OR_FOLLOWER
         now_ms = self._now()
-        batch = encode_batch(
-            [RecordInput(key=r.key, value=r.value, timestamp_ms=now_ms) for r in append.records]
-        )
+        records = [
+            RecordInput(key=r.key, value=r.value, timestamp_ms=now_ms) for r in append.records
+        ]
+        batch = encode_batch(records)
         try:
-            partition_log.append(batch, leader_epoch=metadata.leader_epoch)
-        except StorageError as exc:
+            found.append_as_leader(batch, parse_batch_header(batch), now_ms)
+        except PartitionError as exc:
             log.error("append to %s-%d failed: %s", OFFSETS_TOPIC, append.partition, exc)
-            return exc.error_code
+            return exc.code
         return ErrorCode.NONE
 
     def stop_coordinating(self) -> None:
         """Give up every partition (at shutdown): requests still waiting are answered
         NOT_COORDINATOR, so their clients find the coordinator again elsewhere or later."""
         for partition in range(self._partitions):
-            if self.core.is_loaded(partition) or self.core.is_loading(partition):
-                self._carry_out(self.core.unload(partition, self._now()))
+            self._unload(partition)
+
+    def _unload(self, partition: int) -> None:
+        if self.core.is_loaded(partition) or self.core.is_loading(partition):
+            self._carry_out(self.core.unload(partition, self._now()))
 
     # -- timers
 
@@ -209,10 +255,9 @@ class GroupService:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load an existing `__consumer_offsets`, then run the core's timers until cancelled."""
         task_status.started()
-        if self._broker.cluster.topic(OFFSETS_TOPIC) is not None:
+        if self._broker.image.topic(OFFSETS_TOPIC) is not None:
             for partition in range(self._partitions):
-                if not (self.core.is_loaded(partition) or self.core.is_loading(partition)):
-                    self._load(partition)
+                self._load(partition)
                 await trio.sleep(0)
         while True:
             self._deadline_changed = trio.Event()

@@ -17,15 +17,15 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from tidelog.broker.config_entries import ConfigEntry, broker_config_entries, topic_config_entries
+from tidelog.broker.controller.topics import TopicError
 from tidelog.broker.router import RequestContext
 from tidelog.broker.topic_config import TOPIC_CONFIGS
-from tidelog.broker.topics import TopicError
 from tidelog.client.protocol.configs import AlterOperation, ConfigResourceType, ConfigType
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.schema import Message
 
 if TYPE_CHECKING:
-    from tidelog.broker.server import Broker
+    from tidelog.broker.context import BrokerContext
 
 
 class _ResourceError(Exception):
@@ -40,9 +40,9 @@ def _duplicates(resources: list[Message]) -> set[tuple[int, str]]:
     return {key for key, count in counts.items() if count > 1}
 
 
-def _resource_entries(broker: Broker, resource_type: int, name: str) -> list[ConfigEntry]:
+def _resource_entries(broker: BrokerContext, resource_type: int, name: str) -> list[ConfigEntry]:
     if resource_type == ConfigResourceType.TOPIC:
-        topic = broker.cluster.topic(name)
+        topic = broker.image.topic(name)
         if topic is None:
             raise _ResourceError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
         return topic_config_entries(broker.config, topic.configs)
@@ -54,7 +54,7 @@ def _resource_entries(broker: Broker, resource_type: int, name: str) -> list[Con
     )
 
 
-def _check_this_broker(broker: Broker, name: str) -> None:
+def _check_this_broker(broker: BrokerContext, name: str) -> None:
     if name not in ("", str(broker.config.node_id)):
         raise _ResourceError(
             ErrorCode.INVALID_REQUEST,
@@ -196,7 +196,7 @@ def _alter(ctx: RequestContext, request: Message, update: OverridesUpdate) -> Me
 
 
 def _alter_resource(
-    broker: Broker, resource: Message, update: OverridesUpdate, validate_only: bool
+    broker: BrokerContext, resource: Message, update: OverridesUpdate, validate_only: bool
 ) -> None:
     resource_type: int = resource["resource_type"]
     name: str = resource["resource_name"]
@@ -210,7 +210,7 @@ def _alter_resource(
         raise _ResourceError(
             ErrorCode.INVALID_REQUEST, f"resource type {resource_type} has no configs here"
         )
-    topic = broker.cluster.topic(name)
+    topic = broker.image.topic(name)
     if topic is None:
         raise _ResourceError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
     names = Counter(c["name"] for c in resource["configs"])

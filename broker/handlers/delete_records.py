@@ -9,7 +9,7 @@ delete) refuses with POLICY_VIOLATION, as in Kafka: its records leave by compact
 
 from __future__ import annotations
 
-from tidelog.broker.handlers.partitions import local_partition, per_partition
+from tidelog.broker.handlers.partitions import leader_partition, per_partition
 from tidelog.broker.router import RequestContext
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.schema import Message
@@ -28,14 +28,14 @@ async def handle(ctx: RequestContext, request: Message) -> Message:
 
 def _delete(ctx: RequestContext, topic: str, request: Message) -> Message:
     index: int = request["partition_index"]
-    found = local_partition(ctx, topic, index)
+    found = leader_partition(ctx, topic, index)
     if isinstance(found, ErrorCode):
         return _partition_result(index, found)
     config = found.log.config
     if config.compaction_enabled and not config.deletion_enabled:
         return _partition_result(index, ErrorCode.POLICY_VIOLATION)
     offset: int = request["offset"]
-    high_watermark = found.log.log_end_offset
+    high_watermark = found.high_watermark
     if offset == HIGH_WATERMARK:
         offset = high_watermark
     if not 0 <= offset <= high_watermark:

@@ -1,4 +1,4 @@
-"""DescribeCluster (60): cluster id, controller and brokers, from the `Cluster` image.
+"""DescribeCluster (60): cluster id, controller and brokers, from the metadata image.
 
 Brokers are listed with their endpoint on the listener the request came in on (as in
 Metadata). Only broker endpoints are described (EndpointType 1); asking a broker for
@@ -20,7 +20,7 @@ NO_AUTHORIZED_OPERATIONS = -(2**31)
 async def handle(ctx: RequestContext, request: Message) -> Message:
     if request["endpoint_type"] != ENDPOINT_TYPE_BROKER:
         return error_response(request, ctx.api_version, ErrorCode.MISMATCHED_ENDPOINT_TYPE)
-    cluster = ctx.broker.cluster
+    image = ctx.broker.image
     brokers = [
         {
             "broker_id": node.node_id,
@@ -29,15 +29,15 @@ async def handle(ctx: RequestContext, request: Message) -> Message:
             "rack": node.rack,
             "is_fenced": False,
         }
-        for node, endpoint in cluster.reachable_brokers(ctx.connection.listener_name)
+        for node, endpoint in image.reachable_brokers(ctx.connection.listener_name)
     ]
     return {
         "throttle_time_ms": 0,
         "error_code": int(ErrorCode.NONE),
         "error_message": None,
         "endpoint_type": ENDPOINT_TYPE_BROKER,
-        "cluster_id": cluster.cluster_id,
-        "controller_id": cluster.controller_id,
+        "cluster_id": image.cluster_id,
+        "controller_id": image.controller_id,
         "brokers": brokers,
         "cluster_authorized_operations": NO_AUTHORIZED_OPERATIONS,
     }

@@ -7,8 +7,7 @@ sequence and timestamp it wrote. Without transactions `coordinator_epoch` and
 
 from __future__ import annotations
 
-from tidelog.broker.data_path import DataPath
-from tidelog.broker.handlers.partitions import local_partition
+from tidelog.broker.handlers.partitions import leader_partition
 from tidelog.broker.router import RequestContext
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.schema import Message
@@ -30,10 +29,10 @@ async def handle(ctx: RequestContext, request: Message) -> Message:
 
 
 def _describe(ctx: RequestContext, topic: str, index: int) -> Message:
-    found = local_partition(ctx, topic, index)
+    found = leader_partition(ctx, topic, index)
     if isinstance(found, ErrorCode):
         return _partition_result(index, found)
-    table = DataPath.of(ctx.broker).producer_state((topic, index), found.log)
+    table = found.producer_state()
     producers = [
         {
             "producer_id": entry.producer_id,

@@ -1,12 +1,13 @@
 """Fetch (1): read record batches from partition logs, with long polling.
 
-- Each partition is read from its fetch offset up to the high watermark (the log end offset
-  on a single node) and at most PartitionMaxBytes; the whole response stays within MaxBytes,
-  except that the first non-empty partition gets at least one whole batch (KIP-74).
+- Only the partition's leader answers (NOT_LEADER_OR_FOLLOWER elsewhere). Each partition is
+  read from its fetch offset up to the high watermark (what every in-sync replica holds)
+  and at most PartitionMaxBytes; the whole response stays within MaxBytes, except that the
+  first non-empty partition gets at least one whole batch (KIP-74).
 - An offset outside [log start offset, log end offset] is OFFSET_OUT_OF_RANGE; an unknown
   topic or partition UNKNOWN_TOPIC_OR_PARTITION; a failed log KAFKA_STORAGE_ERROR.
 - Long poll: while fewer than MinBytes are available (and no partition has an error), the
-  request waits for an append to one of its partitions, at most MaxWaitMs.
+  request waits for the high watermark of one of its partitions to move, at most MaxWaitMs.
 - Fetch sessions are declined (session id 0): clients then send full fetches. Without
   transactions LastStableOffset = HighWatermark and AbortedTransactions is empty.
 - Records are `FileRange`s, sent by the connection with sendfile.
@@ -16,32 +17,30 @@ from __future__ import annotations
 
 import trio
 
-from tidelog.broker.data_path import DataPath, PartitionKey
-from tidelog.broker.handlers.partitions import local_partition
+from tidelog.broker.handlers.partitions import leader_partition
+from tidelog.broker.replica_manager import Partition
 from tidelog.broker.router import RequestContext
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.schema import Message
 from tidelog.storage.errors import StorageError
-from tidelog.storage.log import PartitionLog
 
 NO_PREFERRED_READ_REPLICA = -1
 
 
 async def handle(ctx: RequestContext, request: Message) -> Message:
-    data_path = DataPath.of(ctx.broker)
     deadline = trio.current_time() + max(request["max_wait_ms"], 0) / 1000
-    keys: list[PartitionKey] = [
+    keys: list[tuple[str, int]] = [
         (topic["topic"], partition["partition"])
         for topic in request["topics"]
         for partition in topic["partitions"]
     ]
     responses, ready = _read_all(ctx, request)
-    # Bounded by the deadline: each turn ends with an append or at the deadline. Reading
-    # and registering the watch happen with no checkpoint between them, so no append is
-    # missed.
+    # Bounded by the deadline: each turn ends with a high watermark move or at the
+    # deadline. Reading and registering the watch happen with no checkpoint between them,
+    # so no move is missed.
     while not ready and trio.current_time() < deadline:
-        with data_path.watch_appends(keys) as appended, trio.move_on_at(deadline):
-            await appended.wait()
+        with ctx.broker.replicas.watch(keys) as changed, trio.move_on_at(deadline):
+            await changed.wait()
         responses, ready = _read_all(ctx, request)
     return {
         "throttle_time_ms": 0,
@@ -81,19 +80,19 @@ def _read_partition(
     ctx: RequestContext, topic: str, fetch: Message, remaining_bytes: int, *, first: bool
 ) -> Message:
     index: int = fetch["partition"]
-    found = local_partition(ctx, topic, index, fetch["current_leader_epoch"])
+    found = leader_partition(ctx, topic, index, fetch["current_leader_epoch"])
     if isinstance(found, ErrorCode):
         return _partition_error(index, found)
     partition_log = found.log
     try:
-        high_watermark = partition_log.log_end_offset
+        high_watermark = found.high_watermark
         log_start_offset = partition_log.log_start_offset
         max_bytes = min(fetch["partition_max_bytes"], max(remaining_bytes, 0))
         records = partition_log.read(
             fetch["fetch_offset"], max_bytes, max_offset=high_watermark, min_one_batch=first
         )
     except StorageError as exc:
-        return _partition_error(index, exc.error_code, high_watermark_of=partition_log)
+        return _partition_error(index, exc.error_code, high_watermark_of=found)
     return {
         "partition_index": index,
         "error_code": int(ErrorCode.NONE),
@@ -107,11 +106,11 @@ def _read_partition(
 
 
 def _partition_error(
-    index: int, code: ErrorCode, *, high_watermark_of: PartitionLog | None = None
+    index: int, code: ErrorCode, *, high_watermark_of: Partition | None = None
 ) -> Message:
     high_watermark = log_start_offset = -1
     if high_watermark_of is not None and code != ErrorCode.KAFKA_STORAGE_ERROR:
-        high_watermark = high_watermark_of.log_end_offset
+        high_watermark = high_watermark_of.high_watermark
         log_start_offset = high_watermark_of.log_start_offset
     return {
         "partition_index": index,

@@ -38,7 +38,7 @@ async def find_coordinator(ctx: RequestContext, request: Message) -> Message:
         if not service.offsets_topic_ready():
             return ErrorCode.COORDINATOR_NOT_AVAILABLE
         leader = service.partition_leader(key)
-        node = ctx.broker.cluster.broker(leader) if leader is not None else None
+        node = ctx.broker.image.broker(leader) if leader is not None else None
         endpoint = node.endpoint(ctx.connection.listener_name) if node is not None else None
         if node is None or endpoint is None:
             return ErrorCode.COORDINATOR_NOT_AVAILABLE

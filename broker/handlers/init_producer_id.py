@@ -1,6 +1,6 @@
 """InitProducerId (22): producer ids for idempotent, non-transactional producers.
 
-Each request gets a fresh producer id with epoch 0 (`DataPath.allocate_producer_id`). A
+Each request gets a fresh producer id with epoch 0 (`ProducerIdAllocator`). A
 request naming its current id and epoch (v3+, recovering after a sequence error) also gets
 a fresh id: partitions accept any starting sequence from an unknown id, which is what the
 recovering producer needs. There is no transaction coordinator: a transactional id gets
@@ -9,7 +9,6 @@ TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients treat as fatal instead of r
 
 from __future__ import annotations
 
-from tidelog.broker.data_path import DataPath
 from tidelog.broker.router import RequestContext
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.schema import Message
@@ -26,7 +25,7 @@ async def handle(ctx: RequestContext, request: Message) -> Message:
     return {
         "throttle_time_ms": 0,
         "error_code": int(ErrorCode.NONE),
-        "producer_id": DataPath.of(ctx.broker).allocate_producer_id(),
+        "producer_id": ctx.broker.producer_ids.allocate(),
         "producer_epoch": 0,
     }
 

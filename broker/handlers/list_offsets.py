@@ -9,7 +9,8 @@ partition's leader epoch (v4+).
 
 from __future__ import annotations
 
-from tidelog.broker.handlers.partitions import NO_LEADER_EPOCH, local_partition, per_partition
+from tidelog.broker.handlers.partitions import NO_LEADER_EPOCH, leader_partition, per_partition
+from tidelog.broker.replica_manager import Partition
 from tidelog.broker.router import RequestContext
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.schema import Message
@@ -32,12 +33,11 @@ async def handle(ctx: RequestContext, request: Message) -> Message:
 
 def _list_partition(ctx: RequestContext, topic: str, request: Message) -> Message:
     index: int = request["partition_index"]
-    found = local_partition(ctx, topic, index, request["current_leader_epoch"])
+    found = leader_partition(ctx, topic, index, request["current_leader_epoch"])
     if isinstance(found, ErrorCode):
         return _partition_error(index, found)
-    partition, partition_log = found
     try:
-        timestamp, offset = _lookup(partition_log, request["timestamp"])
+        timestamp, offset = _lookup(found, request["timestamp"])
     except StorageError as exc:
         return _partition_error(index, exc.error_code)
     return {
@@ -45,16 +45,18 @@ def _list_partition(ctx: RequestContext, topic: str, request: Message) -> Messag
         "error_code": int(ErrorCode.NONE),
         "timestamp": timestamp,
         "offset": offset,
-        "leader_epoch": partition.leader_epoch if offset != NO_OFFSET else NO_LEADER_EPOCH,
+        "leader_epoch": found.state.leader_epoch if offset != NO_OFFSET else NO_LEADER_EPOCH,
     }
 
 
-def _lookup(partition_log: PartitionLog, timestamp_ms: int) -> tuple[int, int]:
-    """(timestamp, offset) answering `timestamp_ms` (see module docstring)."""
+def _lookup(partition: Partition, timestamp_ms: int) -> tuple[int, int]:
+    """(timestamp, offset) answering `timestamp_ms` (see module docstring); the latest
+    offset is the high watermark, what consumers can read."""
+    partition_log = partition.log
     if timestamp_ms == EARLIEST_TIMESTAMP:
         return NO_TIMESTAMP, partition_log.log_start_offset
     if timestamp_ms == LATEST_TIMESTAMP:
-        return NO_TIMESTAMP, partition_log.log_end_offset
+        return NO_TIMESTAMP, partition.high_watermark
     if timestamp_ms == MAX_TIMESTAMP:
         return _max_timestamp(partition_log)
     found = partition_log.offset_for_timestamp(timestamp_ms)

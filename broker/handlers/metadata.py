@@ -1,4 +1,4 @@
-"""Metadata (3): brokers, controller and topics, from the `Cluster` image.
+"""Metadata (3): brokers, controller and topics, from the metadata image.
 
 - All topics: an empty list at v0, a null list from v1.
 - A requested topic that does not exist is created when the request allows it
@@ -17,9 +17,9 @@ import logging
 import uuid
 from typing import Any
 
-from tidelog.broker.cluster import Cluster, TopicMetadata
+from tidelog.broker.controller.topics import TopicError, validate_topic_name
+from tidelog.broker.metadata.image import MetadataImage, TopicMetadata
 from tidelog.broker.router import RequestContext
-from tidelog.broker.topics import TopicError, validate_topic_name
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.primitives import ZERO_UUID
 from tidelog.client.protocol.schema import Message
@@ -29,11 +29,11 @@ log = logging.getLogger(__name__)
 
 async def handle(ctx: RequestContext, request: Message) -> Message:
     broker = ctx.broker
-    cluster = broker.cluster
+    image = broker.image
     version = ctx.api_version
     requested = request["topics"]
     if requested is None or (version == 0 and not requested):
-        topics = [_topic_entry(topic, cluster) for topic in cluster.topics()]
+        topics = [_topic_entry(topic, image) for topic in image.topics()]
     else:
         auto_create = (
             request["allow_auto_topic_creation"] and broker.config.auto_create_topics_enable
@@ -48,31 +48,31 @@ async def handle(ctx: RequestContext, request: Message) -> Message:
                 continue
             seen.add(key)
             if name is None:
-                topics.append(_topic_by_id(cluster, topic_id, version))
+                topics.append(_topic_by_id(image, topic_id, version))
             else:
                 topics.append(_topic_by_name(ctx, name, auto_create))
     return {
         "throttle_time_ms": 0,
-        "brokers": _brokers(cluster, ctx.connection.listener_name),
-        "cluster_id": cluster.cluster_id,
-        "controller_id": cluster.controller_id,
+        "brokers": _brokers(image, ctx.connection.listener_name),
+        "cluster_id": image.cluster_id,
+        "controller_id": image.controller_id,
         "topics": topics,
         "error_code": int(ErrorCode.NONE),
     }
 
 
-def _brokers(cluster: Cluster, listener_name: str) -> list[Message]:
+def _brokers(image: MetadataImage, listener_name: str) -> list[Message]:
     return [
         {"node_id": node.node_id, "host": endpoint.host, "port": endpoint.port, "rack": node.rack}
-        for node, endpoint in cluster.reachable_brokers(listener_name)
+        for node, endpoint in image.reachable_brokers(listener_name)
     ]
 
 
 def _topic_by_name(ctx: RequestContext, name: str, auto_create: bool) -> Message:
-    cluster = ctx.broker.cluster
-    topic = cluster.topic(name)
+    image = ctx.broker.image
+    topic = image.topic(name)
     if topic is not None:
-        return _topic_entry(topic, cluster)
+        return _topic_entry(topic, image)
     try:
         validate_topic_name(name)
     except TopicError:
@@ -87,17 +87,17 @@ def _topic_by_name(ctx: RequestContext, name: str, auto_create: bool) -> Message
     except OSError:
         log.exception("auto-creating topic %r failed in storage", name)
         return _topic_error(ErrorCode.KAFKA_STORAGE_ERROR, name)
-    return _topic_entry(topic, cluster)
+    return _topic_entry(topic, ctx.broker.image)
 
 
-def _topic_by_id(cluster: Cluster, topic_id: uuid.UUID, version: int) -> Message:
-    topic = cluster.topic_by_id(topic_id) if topic_id != ZERO_UUID else None
+def _topic_by_id(image: MetadataImage, topic_id: uuid.UUID, version: int) -> Message:
+    topic = image.topic_by_id(topic_id) if topic_id != ZERO_UUID else None
     if topic is None:
         # The response's name only becomes nullable at v12.
         entry = _topic_error(ErrorCode.UNKNOWN_TOPIC_ID, None if version >= 12 else "")
         entry["topic_id"] = topic_id
         return entry
-    return _topic_entry(topic, cluster)
+    return _topic_entry(topic, image)
 
 
 def _topic_error(code: ErrorCode, name: str | None) -> Message:
@@ -110,10 +110,10 @@ def _topic_error(code: ErrorCode, name: str | None) -> Message:
     }
 
 
-def _topic_entry(topic: TopicMetadata, cluster: Cluster) -> Message:
+def _topic_entry(topic: TopicMetadata, image: MetadataImage) -> Message:
     partitions = []
     for p in topic.partitions:
-        leader_known = p.leader_id >= 0 and cluster.broker(p.leader_id) is not None
+        leader_known = p.leader_id >= 0 and image.broker(p.leader_id) is not None
         partitions.append(
             {
                 "error_code": int(

@@ -9,7 +9,7 @@ Fetch.
 
 from __future__ import annotations
 
-from tidelog.broker.handlers.partitions import local_partition, per_partition
+from tidelog.broker.handlers.partitions import leader_partition, per_partition
 from tidelog.broker.router import RequestContext
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.schema import Message
@@ -30,14 +30,14 @@ async def handle(ctx: RequestContext, request: Message) -> Message:
 
 def _end_offset(ctx: RequestContext, topic: str, request: Message) -> Message:
     index: int = request["partition"]
-    found = local_partition(ctx, topic, index, request["current_leader_epoch"])
+    found = leader_partition(ctx, topic, index, request["current_leader_epoch"])
     if isinstance(found, ErrorCode):
         return _partition_result(index, found)
     epoch: int = request["leader_epoch"]
     try:
-        if epoch == found.metadata.leader_epoch:
+        if epoch == found.state.leader_epoch:
             # The current epoch ends at the log end, even before any batch carries it.
-            return _partition_result(index, ErrorCode.NONE, epoch, found.log.log_end_offset)
+            return _partition_result(index, ErrorCode.NONE, epoch, found.log_end_offset)
         end_epoch, end_offset = found.log.end_offset_for_epoch(epoch)
     except StorageError as exc:
         return _partition_result(index, exc.error_code)

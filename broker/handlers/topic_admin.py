@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
 from tidelog.broker.config_entries import topic_config_entries
+from tidelog.broker.controller.topics import TopicError
 from tidelog.broker.router import RequestContext
-from tidelog.broker.topics import TopicError
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.schema import Message
 
@@ -166,8 +166,8 @@ async def delete_topics(ctx: RequestContext, request: Message) -> Message:
 def _delete_one(
     ctx: RequestContext, name: str | None, topic_id: uuid.UUID
 ) -> tuple[ErrorCode, str | None, str | None, uuid.UUID]:
-    cluster = ctx.broker.cluster
-    topic = cluster.topic(name) if name is not None else cluster.topic_by_id(topic_id)
+    image = ctx.broker.image
+    topic = image.topic(name) if name is not None else image.topic_by_id(topic_id)
     if topic is None:
         if name is None:
             return ErrorCode.UNKNOWN_TOPIC_ID, f"no topic with id {topic_id}", None, topic_id
@@ -223,7 +223,7 @@ async def create_partitions(ctx: RequestContext, request: Message) -> Message:
 def _grow(ctx: RequestContext, topic: Message, validate_only: bool) -> None:
     name: str = topic["name"]
     count: int = topic["count"]
-    existing = ctx.broker.cluster.topic(name)
+    existing = ctx.broker.image.topic(name)
     assignments = topic["assignments"]
     if existing is not None and assignments is not None:
         added = count - len(existing.partitions)
@@ -232,7 +232,7 @@ def _grow(ctx: RequestContext, topic: Message, validate_only: bool) -> None:
                 ErrorCode.INVALID_REPLICA_ASSIGNMENT,
                 f"{len(assignments)} assignments for {added} new partitions",
             )
-        brokers = {b.node_id for b in ctx.broker.cluster.brokers()}
+        brokers = {b.node_id for b in ctx.broker.image.brokers()}
         factor = len(existing.partitions[0].replicas)
         for assignment in assignments:
             replicas = assignment["broker_ids"]

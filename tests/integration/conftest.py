@@ -6,7 +6,7 @@ tmp_path data dir), with default configuration:
     async def test_something(broker: RunningBroker) -> None:
         async with await broker.client() as client:          # tests.integration.wire
             response = await client.request(18, 3, {...})
-        broker.broker.cluster.topic("t")                      # the Broker object itself
+        broker.broker.image.topic("t")                      # the Broker object itself
 
 `start_broker` starts more (other configs, MemoryNetwork, MemoryFileSystem) in the test's
 nursery; each is shut down cleanly when the test ends, and the test fails if that shutdown
@@ -30,6 +30,7 @@ from tidelog.broker.config import BrokerConfig, ListenerConfig
 from tidelog.broker.network import Network, TcpNetwork
 from tidelog.broker.router import Router
 from tidelog.broker.server import Broker, wall_clock_ms
+from tidelog.client.protocol.records import parse_batch_header
 from tidelog.storage.filesystem import FileSystem, OsFileSystem
 
 SHUTDOWN_TIMEOUT_S = 10
@@ -61,6 +62,13 @@ class RunningBroker:
 
 
 StartBroker = Callable[..., Awaitable[RunningBroker]]
+
+
+def append_as_leader(broker: Broker, topic: str, index: int, batch: bytes) -> None:
+    """Append one batch through the partition's leader, as a produce does, without a client."""
+    partition = broker.replicas.partition(topic, index)
+    assert partition is not None, f"no local replica of {topic}-{index}"
+    partition.append_as_leader(batch, parse_batch_header(batch), broker.now_ms())
 
 
 def local_config(data_dir: Path | str, **overrides: Any) -> BrokerConfig:

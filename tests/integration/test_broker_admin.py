@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.integration.conftest import RunningBroker, StartBroker, local_config
+from tests.integration.conftest import RunningBroker, StartBroker, append_as_leader, local_config
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.records import RecordInput, encode_batch
 
@@ -148,9 +148,9 @@ async def test_confluent_admin_client_creates_describes_alters_deletes(
     )
     assert seen["after_alter"] == ("7200000", "65536")
     assert seen["partitions_after_grow"] == [0, 1, 2, 3, 4]
-    assert seen["cluster"] == (broker.broker.cluster.cluster_id, [0])
+    assert seen["cluster"] == (broker.broker.image.cluster_id, [0])
     assert "orders" not in seen["topics_after_delete"]
-    assert broker.broker.topics.log("orders", 0) is None
+    assert broker.broker.replicas.log("orders", 0) is None
 
 
 # -- CreateTopics
@@ -187,9 +187,9 @@ async def test_create_topics_answers_each_topic_on_its_own(broker: RunningBroker
         ("zero", ErrorCode.INVALID_PARTITIONS),
     ]
     assert all(t["error_message"] for t in response["topics"][1:])
-    assert sorted(broker.broker.cluster.topic_names()) == ["good"]
+    assert sorted(broker.broker.image.topic_names()) == ["good"]
     good = response["topics"][0]
-    assert good["topic_id"] == broker.broker.cluster.topic("good").topic_id  # type: ignore[union-attr]
+    assert good["topic_id"] == broker.broker.image.topic("good").topic_id  # type: ignore[union-attr]
     assert (good["num_partitions"], good["replication_factor"]) == (2, 1)
     assert {c["name"] for c in good["configs"]} >= {"retention.ms", "segment.bytes"}
 
@@ -201,7 +201,7 @@ async def test_validate_only_creates_nothing(broker: RunningBroker) -> None:
         response = await client.request(19, 5, body)
     [topic] = response["topics"]
     assert (topic["error_code"], topic["num_partitions"]) == (0, 4)
-    assert broker.broker.cluster.topic("dry-run") is None
+    assert broker.broker.image.topic("dry-run") is None
 
 
 async def test_replication_factor_above_the_cluster_size_is_refused(
@@ -262,19 +262,19 @@ async def test_delete_topics_by_name_and_by_id(broker: RunningBroker) -> None:
         (None, missing_id, ErrorCode.UNKNOWN_TOPIC_ID),
         ("never-existed", uuid.UUID(int=0), ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
     ]
-    assert broker.broker.cluster.topic_names() == []
+    assert broker.broker.image.topic_names() == []
 
 
 async def test_a_deleted_topic_can_be_created_again_empty(broker: RunningBroker) -> None:
     await create(broker, "reborn")
-    partition_log = broker.broker.topics.log("reborn", 0)
+    partition_log = broker.broker.replicas.log("reborn", 0)
     assert partition_log is not None
     partition_log.append(encode_batch([RecordInput(value=b"old")]), leader_epoch=0)
     async with await broker.client() as client:
         deleted = await client.request(20, 4, {"topic_names": ["reborn"], "timeout_ms": 5_000})
     assert deleted["responses"][0]["error_code"] == 0
     await create(broker, "reborn")
-    reborn_log = broker.broker.topics.log("reborn", 0)
+    reborn_log = broker.broker.replicas.log("reborn", 0)
     assert reborn_log is not None and reborn_log.log_end_offset == 0
 
 
@@ -298,11 +298,11 @@ async def test_partitions_grow_but_never_shrink(broker: RunningBroker) -> None:
         return int(response["results"][0]["error_code"])
 
     assert await grow(6, validate_only=True) == 0
-    assert len(broker.broker.cluster.topic("growing").partitions) == 2  # type: ignore[union-attr]
+    assert len(broker.broker.image.topic("growing").partitions) == 2  # type: ignore[union-attr]
     assert await grow(4) == 0
     assert await grow(3) == ErrorCode.INVALID_PARTITIONS
     assert await grow(4) == ErrorCode.INVALID_PARTITIONS
-    assert [broker.broker.topics.log("growing", p) is not None for p in range(5)] == [
+    assert [broker.broker.replicas.log("growing", p) is not None for p in range(5)] == [
         True, True, True, True, False,
     ]  # fmt: skip
 
@@ -342,7 +342,7 @@ async def test_alter_configs_replaces_and_incremental_alter_edits(broker: Runnin
     assert configs["retention.ms"]["value"] == "2000"
     assert configs["segment.bytes"]["config_source"] == 5  # DEFAULT_CONFIG again
     assert configs["segment.bytes"]["value"] == str(broker.broker.config.log_segment_bytes)
-    partition_log = broker.broker.topics.log("tuned", 0)
+    partition_log = broker.broker.replicas.log("tuned", 0)
     assert partition_log is not None and partition_log.config.retention_ms == 2000
 
     bad = await incremental(("retention.ms", 0, "soon"))
@@ -434,11 +434,11 @@ async def test_topic_changes_survive_a_restart(start_broker: StartBroker, tmp_pa
         )  # fmt: skip
     await first.stop()
     second = await start_broker(config)
-    topic = second.broker.cluster.topic("durable")
+    topic = second.broker.image.topic("durable")
     assert topic is not None
     assert len(topic.partitions) == 3
     assert dict(topic.configs) == {"retention.ms": "5000", "segment.ms": "60000"}
-    log_2 = second.broker.topics.log("durable", 2)
+    log_2 = second.broker.replicas.log("durable", 2)
     assert log_2 is not None and log_2.config.segment_ms == 60000
 
 
@@ -447,10 +447,10 @@ async def test_topic_changes_survive_a_restart(start_broker: StartBroker, tmp_pa
 
 async def test_delete_records_moves_the_log_start(broker: RunningBroker) -> None:
     await create(broker, "trimmed", 2)
-    partition_log = broker.broker.topics.log("trimmed", 0)
+    partition_log = broker.broker.replicas.log("trimmed", 0)
     assert partition_log is not None
     for i in range(10):
-        partition_log.append(encode_batch([RecordInput(value=b"%d" % i)]), leader_epoch=0)
+        append_as_leader(broker.broker, "trimmed", 0, encode_batch([RecordInput(value=b"%d" % i)]))
     async with await broker.client() as client:
         response = await client.request(
             21,
@@ -488,7 +488,7 @@ async def test_offset_for_leader_epoch_answers_the_current_epoch_end(
     broker: RunningBroker,
 ) -> None:
     await create(broker, "epochs")
-    partition_log = broker.broker.topics.log("epochs", 0)
+    partition_log = broker.broker.replicas.log("epochs", 0)
     assert partition_log is not None
     async with await broker.client() as client:
 
@@ -504,7 +504,8 @@ async def test_offset_for_leader_epoch_answers_the_current_epoch_end(
 
         assert await ask(0) == (0, 0, 0)
         for i in range(3):
-            partition_log.append(encode_batch([RecordInput(value=b"%d" % i)]), leader_epoch=0)
+            batch = encode_batch([RecordInput(value=b"%d" % i)])
+            append_as_leader(broker.broker, "epochs", 0, batch)
         assert await ask(0) == (0, 0, 3)
         assert await ask(5) == (0, -1, -1)
         assert await ask(0, current=3) == (ErrorCode.UNKNOWN_LEADER_EPOCH, -1, -1)
@@ -546,7 +547,7 @@ async def test_describe_cluster(broker: RunningBroker) -> None:
             60, 1, {"include_cluster_authorized_operations": False, "endpoint_type": 2}
         )
     assert response["error_code"] == 0
-    assert response["cluster_id"] == broker.broker.cluster.cluster_id
+    assert response["cluster_id"] == broker.broker.image.cluster_id
     assert [(b["broker_id"], b["host"], b["port"]) for b in response["brokers"]] == [
         (0, broker.host, broker.port)
     ]

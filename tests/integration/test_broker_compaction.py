@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.integration.conftest import RunningBroker
+from tests.integration.conftest import RunningBroker, append_as_leader
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.records import RecordInput, decode_batches, encode_batch
 from tidelog.client.protocol.schema import Message
@@ -17,11 +17,11 @@ async def test_the_cleaner_keeps_the_latest_record_per_key(broker: RunningBroker
         configs={"cleanup.policy": "compact", "segment.bytes": "2048",
                  "min.cleanable.dirty.ratio": "0.1"},
     )  # fmt: skip
-    partition_log = broker.broker.topics.log("compacted", 0)
+    partition_log = broker.broker.replicas.log("compacted", 0)
     assert partition_log is not None
     for round_number in range(ROUNDS):
         batch = [RecordInput(key=b"k%d" % k, value=b"r%d" % round_number) for k in range(KEYS)]
-        partition_log.append(encode_batch(batch), leader_epoch=0)
+        append_as_leader(broker.broker, "compacted", 0, encode_batch(batch))
     end_before = partition_log.log_end_offset
 
     assert await broker.broker.compact_due_logs() == 1
@@ -71,7 +71,7 @@ async def test_a_compacted_topic_takes_only_keyed_records(broker: RunningBroker)
     assert refused["error_code"] == ErrorCode.INVALID_RECORD
     assert "key" in refused["error_message"]
     assert (await produce(keyed))["error_code"] == 0
-    partition_log = broker.broker.topics.log("keyed-only", 0)
+    partition_log = broker.broker.replicas.log("keyed-only", 0)
     assert partition_log is not None and partition_log.log_end_offset == 1
 
 
@@ -79,9 +79,7 @@ async def test_delete_records_is_refused_on_a_compact_only_topic(broker: Running
     broker.broker.topics.create_topic("compact-only", configs={"cleanup.policy": "compact"})
     broker.broker.topics.create_topic("both", configs={"cleanup.policy": "compact,delete"})
     for name in ("compact-only", "both"):
-        partition_log = broker.broker.topics.log(name, 0)
-        assert partition_log is not None
-        partition_log.append(encode_batch([RecordInput(key=b"k", value=b"v")]), leader_epoch=0)
+        append_as_leader(broker.broker, name, 0, encode_batch([RecordInput(key=b"k", value=b"v")]))
     async with await broker.client() as client:
         response = await client.request(
             21,

@@ -26,7 +26,7 @@ async def test_admin_client_lists_auto_created_topics(broker: RunningBroker) -> 
     with trio.fail_after(20):
         metadata = await trio.to_thread.run_sync(list_topics)
 
-    assert metadata.cluster_id == broker.broker.cluster.cluster_id
+    assert metadata.cluster_id == broker.broker.image.cluster_id
     assert metadata.controller_id == 0
     assert {node_id: (b.host, b.port) for node_id, b in metadata.brokers.items()} == {
         0: (broker.host, broker.port)

@@ -44,7 +44,7 @@ async def test_topics_survive_restart_and_crash(start_broker: StartBroker, crash
     (same,) = again["topics"]
     assert same["topic_id"] == topic["topic_id"]
     assert [p["partition_index"] for p in same["partitions"]] == [0, 1, 2]
-    assert second.broker.topics.log("events", 2) is not None
+    assert second.broker.replicas.log("events", 2) is not None
 
 
 async def test_two_brokers_share_one_memory_network(start_broker: StartBroker) -> None:

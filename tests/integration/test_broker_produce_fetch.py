@@ -236,7 +236,7 @@ async def test_librdkafka_produce_then_consume(
     # Checked after consuming: with acks=0 the delivery reports precede the appends.
     producer_ids = set()
     for p in range(PARTITIONS):
-        partition_log = broker.broker.topics.log(topic, p)
+        partition_log = broker.broker.replicas.log(topic, p)
         assert partition_log is not None
         producer_ids |= {h.producer_id for h in partition_log.batches_from(0)}
     # An idempotent producer's batches carry the id InitProducerId gave it.
@@ -301,8 +301,8 @@ async def test_produce_errors_stay_in_their_partition(broker: RunningBroker) -> 
     partitions = {p["index"]: p for p in response["responses"][0]["partition_responses"]}
     assert partitions[0]["error_code"] == ErrorCode.NONE
     assert partitions[1]["error_code"] == ErrorCode.CORRUPT_MESSAGE
-    log0 = broker.broker.topics.log("mixed", 0)
-    log1 = broker.broker.topics.log("mixed", 1)
+    log0 = broker.broker.replicas.log("mixed", 0)
+    log1 = broker.broker.replicas.log("mixed", 1)
     assert log0 is not None and log1 is not None
     assert (log0.log_end_offset, log1.log_end_offset) == (1, 0)
 
@@ -317,9 +317,9 @@ async def test_unknown_topic_is_auto_created_or_refused(
     async with await refusing.client() as client:
         refused = await client.request(PRODUCE, 8, produce_request("fresh", batch([b"v"])))
     assert one_partition(created)["error_code"] == ErrorCode.NONE
-    assert allowing.broker.cluster.topic("fresh") is not None
+    assert allowing.broker.image.topic("fresh") is not None
     assert one_partition(refused)["error_code"] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-    assert refusing.broker.cluster.topic("fresh") is None
+    assert refusing.broker.image.topic("fresh") is None
 
 
 async def test_acks_zero_gets_no_response_and_failure_closes(broker: RunningBroker) -> None:
@@ -398,7 +398,7 @@ async def test_idempotent_produce_duplicates_and_sequence_errors(broker: Running
     assert gap["error_code"] == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
     assert (bumped["error_code"], bumped["base_offset"]) == (ErrorCode.NONE, 3)
     assert fenced["error_code"] == ErrorCode.INVALID_PRODUCER_EPOCH
-    log = broker.broker.topics.log("idem", 0)
+    log = broker.broker.replicas.log("idem", 0)
     assert log is not None and log.log_end_offset == 4
 
 

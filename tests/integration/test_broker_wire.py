@@ -77,7 +77,7 @@ async def test_pipelined_requests_are_answered_in_order(broker: RunningBroker) -
 async def test_metadata_auto_creates_and_describes_topics(broker: RunningBroker) -> None:
     async with await broker.client() as client:
         response = await client.request(METADATA, 12, metadata_request("orders"))
-    cluster = broker.broker.cluster
+    cluster = broker.broker.image
     (topic,) = response["topics"]
     assert topic["error_code"] == 0 and topic["name"] == "orders"
     assert topic["topic_id"] == cluster.topic("orders").topic_id
@@ -105,7 +105,7 @@ async def test_metadata_errors(broker: RunningBroker) -> None:
         # Nothing was created along the way; all-topics (null at v1+, empty at v0) agree.
         assert (await client.request(METADATA, 1, {"topics": None}))["topics"] == []
         assert (await client.request(METADATA, 0, {"topics": []}))["topics"] == []
-    assert broker.broker.cluster.topic_names() == []
+    assert broker.broker.image.topic_names() == []
 
 
 async def test_oversized_frame_closes_the_connection(

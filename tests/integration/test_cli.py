@@ -447,7 +447,7 @@ async def test_cluster_info_with_brokers_from_the_environment(broker: RunningBro
     assert result.status == 0, result.stderr
     node_id = broker.broker.config.node_id
     assert json.loads(result.stdout) == {
-        "cluster_id": broker.broker.cluster.cluster_id,
+        "cluster_id": broker.broker.image.cluster_id,
         "controller_id": node_id,
         "brokers": [{"node_id": node_id, "host": broker.host, "port": broker.port, "rack": None}],
     }

@@ -39,7 +39,7 @@ async def test_describe_cluster_and_topics_through_metadata(broker: RunningBroke
             described = await a.describe_topics(["described"])
             with pytest.raises(UnknownTopicOrPartitionError):
                 await a.describe_topics(["never-created"])
-    assert cluster.cluster_id == broker.broker.cluster.cluster_id
+    assert cluster.cluster_id == broker.broker.image.cluster_id
     assert [(b.node_id, b.host, b.port) for b in cluster.brokers] == [(0, broker.host, broker.port)]
     assert cluster.controller_id == 0
     assert "described" in topics

@@ -61,7 +61,7 @@ async def test_retention_ticker_deletes_expired_segments(
     broker.topics.create_topic("old", num_partitions=1, configs={"retention.ms": "10000"})
     broker.topics.create_topic("kept", num_partitions=1)
     for topic in ("old", "kept"):
-        log = broker.topics.log(topic, 0)
+        log = broker.replicas.log(topic, 0)
         log.append(_batch(wall.now), leader_epoch=0)
         log.roll()
         log.append(_batch(wall.now), leader_epoch=0)
@@ -71,7 +71,7 @@ async def test_retention_ticker_deletes_expired_segments(
 
     wall.now += 10_000
     await trio.sleep(61)  # virtual time: one retention tick
-    old, kept = broker.topics.log("old", 0), broker.topics.log("kept", 0)
+    old, kept = broker.replicas.log("old", 0), broker.replicas.log("kept", 0)
     assert old.log_start_offset == old.log_end_offset == 2
     assert kept.log_start_offset == 0 and kept.log_end_offset == 2
 
@@ -79,7 +79,7 @@ async def test_retention_ticker_deletes_expired_segments(
 async def test_flush_due_logs_follows_flush_ms(running: Running) -> None:
     broker, wall = running.broker, running.wall
     broker.topics.create_topic("t", num_partitions=1, configs={"flush.ms": "2000"})
-    log = broker.topics.log("t", 0)
+    log = broker.replicas.log("t", 0)
     log.append(_batch(wall.now), leader_epoch=0)
     assert log.unflushed_messages == 1
     wall.now += 1_999
@@ -93,7 +93,7 @@ async def test_flush_due_logs_follows_flush_ms(running: Running) -> None:
 async def test_flush_due_logs_follows_flush_messages(running: Running) -> None:
     broker, wall = running.broker, running.wall
     broker.topics.create_topic("t", num_partitions=1, configs={"flush.messages": "2"})
-    log = broker.topics.log("t", 0)
+    log = broker.replicas.log("t", 0)
     log.append(_batch(wall.now), leader_epoch=0)
     assert await broker.flush_due_logs() == 0
     log.append(_batch(wall.now), leader_epoch=0)

@@ -6,15 +6,10 @@ import random
 
 import pytest
 
-from tidelog.broker.cluster import BrokerNode, Cluster, Endpoint
 from tidelog.broker.config import BrokerConfig
-from tidelog.broker.topics import (
-    MetadataStoreError,
-    TopicError,
-    TopicManager,
-    load_cluster_identity,
-    validate_topic_name,
-)
+from tidelog.broker.controller.topics import TopicError, validate_topic_name
+from tidelog.broker.node_state import NodeState, open_node_state
+from tidelog.broker.topic_store import MetadataStoreError, load_cluster_identity
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.storage.config import LogConfig
 from tidelog.storage.filesystem import MemoryFileSystem
@@ -23,13 +18,9 @@ from tidelog.storage.log_directory import LogDirectory
 DATA = "/data"
 
 
-def open_manager(fs: MemoryFileSystem, seed: int = 0, **overrides: object) -> TopicManager:
+def open_manager(fs: MemoryFileSystem, seed: int = 0, **overrides: object) -> NodeState:
     config = BrokerConfig(data_dir=DATA, **overrides)  # type: ignore[arg-type]
-    cluster = Cluster("test-cluster", controller_id=config.node_id)
-    cluster.put_broker(BrokerNode(config.node_id, (Endpoint("PLAINTEXT", "h", 1),)))
-    return TopicManager.open(
-        config=config, fs=fs, cluster=cluster, rng=random.Random(seed), now_ms=lambda: 0
-    )
+    return open_node_state(config, fs, random.Random(seed), lambda: 0)
 
 
 def error_of(call: object) -> ErrorCode:
@@ -49,69 +40,71 @@ def test_illegal_topic_names(name: str) -> None:
 
 
 def test_create_validates_like_kafka() -> None:
-    topics = open_manager(MemoryFileSystem(), num_partitions=4)
-    topic = topics.create_topic("events")
+    node = open_manager(MemoryFileSystem(), num_partitions=4)
+    topic = node.topics.create_topic("events")
     assert len(topic.partitions) == 4  # -1 takes num_partitions
-    assert error_of(lambda: topics.create_topic("events")) == ErrorCode.TOPIC_ALREADY_EXISTS
+    assert error_of(lambda: node.topics.create_topic("events")) == ErrorCode.TOPIC_ALREADY_EXISTS
     # '.' and '_' collide in metric names.
-    topics.create_topic("a.b")
-    assert error_of(lambda: topics.create_topic("a_b")) == ErrorCode.INVALID_TOPIC_EXCEPTION
-    assert error_of(lambda: topics.create_topic("p", num_partitions=0)) == (
+    node.topics.create_topic("a.b")
+    assert error_of(lambda: node.topics.create_topic("a_b")) == ErrorCode.INVALID_TOPIC_EXCEPTION
+    assert error_of(lambda: node.topics.create_topic("p", num_partitions=0)) == (
         ErrorCode.INVALID_PARTITIONS
     )
-    assert error_of(lambda: topics.create_topic("r", replication_factor=2)) == (
+    assert error_of(lambda: node.topics.create_topic("r", replication_factor=2)) == (
         ErrorCode.INVALID_REPLICATION_FACTOR
     )
     for configs in ({"no.such.config": "1"}, {"retention.ms": "soon"},
                     {"cleanup.policy": "shred"}, {"segment.bytes": "1"}):  # fmt: skip
-        assert error_of(lambda c=configs: topics.create_topic("c", configs=c)) == (
+        assert error_of(lambda c=configs: node.topics.create_topic("c", configs=c)) == (
             ErrorCode.INVALID_CONFIG
         )
-    assert topics.create_topic("v", validate_only=True).name == "v"
-    assert topics.log("v", 0) is None
-    assert [t.name for t in topics._cluster.topics()] == ["a.b", "events"]
+    assert node.topics.create_topic("v", validate_only=True).name == "v"
+    assert node.replicas.log("v", 0) is None
+    assert [t.name for t in node.publisher.image.topics()] == ["a.b", "events"]
 
 
 def test_topics_and_their_configs_survive_reopen() -> None:
     fs = MemoryFileSystem()
-    topics = open_manager(fs)
-    created = topics.create_topic(
+    node = open_manager(fs)
+    created = node.topics.create_topic(
         "orders", num_partitions=2, configs={"retention.ms": "60000", "flush.ms": None}
     )
-    topics.close()
+    node.close()
 
     reopened = open_manager(fs, seed=99)
-    topic = reopened._cluster.topic("orders")
+    topic = reopened.publisher.image.topic("orders")
     assert topic is not None
     assert topic.topic_id == created.topic_id
     assert dict(topic.configs) == {"retention.ms": "60000"}
-    log = reopened.log("orders", 1)
+    log = reopened.replicas.log("orders", 1)
     assert log is not None and log.config.retention_ms == 60000
-    assert reopened._cluster.topic_by_id(created.topic_id) is topic
+    assert reopened.publisher.image.topic_by_id(created.topic_id) is topic
 
 
 def test_created_topic_survives_a_crash() -> None:
     fs = MemoryFileSystem(seed=3)
-    topics = open_manager(fs)
-    created = topics.create_topic("durable", num_partitions=3)
+    node = open_manager(fs)
+    created = node.topics.create_topic("durable", num_partitions=3)
     fs.crash()
     reopened = open_manager(fs)
-    topic = reopened._cluster.topic("durable")
+    topic = reopened.publisher.image.topic("durable")
     assert topic is not None and topic.topic_id == created.topic_id
-    assert all(reopened.log("durable", p) is not None for p in range(3))
+    assert all(reopened.replicas.log("durable", p) is not None for p in range(3))
 
 
 def test_delete_then_recreate_starts_empty() -> None:
     fs = MemoryFileSystem()
-    topics = open_manager(fs)
-    first = topics.create_topic("gone")
-    topics.delete_topic("gone")
-    assert topics.log("gone", 0) is None
-    assert error_of(lambda: topics.delete_topic("gone")) == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-    second = topics.create_topic("gone")
+    node = open_manager(fs)
+    first = node.topics.create_topic("gone")
+    node.topics.delete_topic("gone")
+    assert node.replicas.log("gone", 0) is None
+    assert (
+        error_of(lambda: node.topics.delete_topic("gone")) == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    )
+    second = node.topics.create_topic("gone")
     assert second.topic_id != first.topic_id
-    topics.close()
-    assert open_manager(fs)._cluster.topic("gone").topic_id == second.topic_id  # type: ignore[union-attr]
+    node.close()
+    assert open_manager(fs).publisher.image.topic("gone").topic_id == second.topic_id  # type: ignore[union-attr]
 
 
 def test_stray_partition_logs_are_deleted_at_open() -> None:
@@ -121,8 +114,8 @@ def test_stray_partition_logs_are_deleted_at_open() -> None:
     directory = LogDirectory.open(DATA, fs, lambda: 0)
     directory.get_or_create("stray", 0, LogConfig())
     directory.close()
-    topics = open_manager(fs)
-    assert topics.log("stray", 0) is None
+    node = open_manager(fs)
+    assert node.replicas.log("stray", 0) is None
     assert not fs.exists(f"{DATA}/stray-0")
 
 

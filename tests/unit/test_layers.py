@@ -83,8 +83,11 @@ PURE_CORES = (
     "tidelog.broker.producer_state",
     "tidelog.broker.metadata",
     "tidelog.broker.partition",
+    "tidelog.broker.controller",
 )
-PURE_MAY_IMPORT = ("tidelog.client.protocol", *PURE_CORES)
+# Plain values and validation that the pure cores share with the drivers.
+PURE_VALUES = ("tidelog.broker.config", "tidelog.broker.topic_config", "tidelog.storage.config")
+PURE_MAY_IMPORT = ("tidelog.client.protocol", *PURE_VALUES, *PURE_CORES)
 
 
 def _under(module: str, prefix: str) -> bool:

@@ -1,0 +1,330 @@
+"""The local replicas: one `Partition` per partition this broker holds a replica of.
+
+A `Partition` owns one replica: its `PartitionLog`, its producer state (rebuilt from the
+log's batch headers on first use, so it survives restarts without snapshots), the tasks
+waiting on it (fetch long polls, acks=all produces), and its pure `PartitionState` (role,
+leader epoch, ISR, high watermark). Everything that asks "what is committed" asks the
+partition's high watermark, never the log's end.
+
+The `ReplicaManager` follows the metadata image: it subscribes to the `MetadataPublisher`
+and, for this node's changes, creates partitions and makes them leader or follower, applies
+topic config changes to their logs, and deletes the logs of replicas it no longer holds.
+Only a leader serves produce and fetch (`leader`); the others answer
+NOT_LEADER_OR_FOLLOWER so that clients refresh their metadata. A partition whose log cannot
+be opened is offline (KAFKA_STORAGE_ERROR) until the next metadata change for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import trio
+
+from tidelog.broker.config import BrokerConfig
+from tidelog.broker.metadata.delta import LocalChanges, LocalPartitionChange, PartitionKey
+from tidelog.broker.metadata.image import MetadataImage
+from tidelog.broker.partition.state import PartitionState
+from tidelog.broker.producer_state import ProducerStateTable
+from tidelog.broker.topic_config import log_config
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.records import BatchHeader, TimestampType
+from tidelog.storage.errors import StorageError
+from tidelog.storage.log import PartitionLog
+from tidelog.storage.log_directory import LogDirectory
+
+log = logging.getLogger(__name__)
+
+NO_LEADER_EPOCH = -1
+
+
+class PartitionError(Exception):
+    """A partition-level request that fails with `code` (what the client gets)."""
+
+    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Where a produced batch went: its offsets, the LogAppendTime stamped (-1 for
+    CreateTime) and the log start offset after the append."""
+
+    base_offset: int
+    last_offset: int
+    log_append_time_ms: int
+    log_start_offset: int
+
+
+class Partition:
+    """One local replica (see module docstring)."""
+
+    def __init__(self, topic: str, index: int, log: PartitionLog, state: PartitionState) -> None:
+        self.topic = topic
+        self.index = index
+        self.log = log
+        self.state = state
+        self._producers: ProducerStateTable | None = None
+        self._changed = trio.Event()
+        self.watchers: set[trio.Event] = set()
+        """Events of fetches waiting on this partition (`ReplicaManager.watch`)."""
+
+    @property
+    def key(self) -> PartitionKey:
+        return (self.topic, self.index)
+
+    @property
+    def high_watermark(self) -> int:
+        return self.state.high_watermark
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.log.log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.state.log_end_offset
+
+    def producer_state(self) -> ProducerStateTable:
+        """The idempotent producers' table, rebuilt from the log when first asked for."""
+        if self._producers is None:
+            table = ProducerStateTable()
+            for header in self.log.batches_from(self.log.log_start_offset):
+                if header.producer_id >= 0 and not header.is_control:
+                    table.record(
+                        header.producer_id,
+                        header.producer_epoch,
+                        header.base_sequence,
+                        header.base_offset,
+                        header.last_offset,
+                        header.max_timestamp,
+                    )
+            self._producers = table
+        return self._producers
+
+    def append_as_leader(self, records: bytes, header: BatchHeader, now_ms: int) -> AppendResult:
+        """Append one validated batch (its `header`) as the leader, stamping the leader
+        epoch; a retried idempotent batch is answered with its first append's offsets.
+        Raises PartitionError: NOT_LEADER_OR_FOLLOWER, OUT_OF_ORDER_SEQUENCE_NUMBER,
+        INVALID_PRODUCER_EPOCH, and the storage's codes."""
+        if not self.state.is_leader:
+            raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        log_append_time = self.log.config.message_timestamp_type is TimestampType.LOG_APPEND_TIME
+        try:
+            producers = self.producer_state()
+        except StorageError as exc:
+            raise PartitionError(exc.error_code, str(exc)) from None
+        verdict = producers.check(
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            header.last_offset_delta,
+        )
+        if verdict.duplicate_of is not None:
+            first = verdict.duplicate_of
+            return AppendResult(
+                first.first_offset,
+                first.first_offset + header.last_offset_delta,
+                first.timestamp_ms if log_append_time else -1,
+                self.log.log_start_offset,
+            )
+        if verdict.error != ErrorCode.NONE:
+            raise PartitionError(verdict.error)
+        try:
+            info = self.log.append(
+                records, leader_epoch=self.state.leader_epoch, log_append_time_ms=now_ms
+            )
+        except StorageError as exc:
+            raise PartitionError(exc.error_code, str(exc)) from None
+        timestamp = info.log_append_time_ms if info.log_append_time_ms is not None else -1
+        producers.record(
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            info.first_offset,
+            info.last_offset,
+            timestamp if timestamp >= 0 else header.max_timestamp,
+        )
+        self.on_log_changed()
+        return AppendResult(info.first_offset, info.last_offset, timestamp, info.log_start_offset)
+
+    def on_log_changed(self) -> None:
+        """The log was appended to or truncated: update the state and wake the waiters
+        (a fetch that reads up to the high watermark then finds it may not have moved, and
+        waits again)."""
+        self.state.on_log_end_offset(self.log.log_end_offset)
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake everyone waiting on this partition (its log or high watermark moved, or its
+        role changed)."""
+        self._changed.set()
+        self._changed = trio.Event()
+        for event in self.watchers:
+            event.set()
+
+    async def wait_committed(self, last_offset: int, deadline: float) -> ErrorCode:
+        """Wait until the high watermark passes `last_offset` (acks=all): NONE; or until
+        `deadline` (trio time): REQUEST_TIMED_OUT; or until this broker stops leading the
+        epoch the append was made in: NOT_LEADER_OR_FOLLOWER."""
+        epoch = self.state.leader_epoch
+        while self.state.high_watermark <= last_offset:
+            if not self.state.is_leader or self.state.leader_epoch != epoch:
+                return ErrorCode.NOT_LEADER_OR_FOLLOWER
+            with trio.move_on_at(deadline):
+                await self._changed.wait()
+                continue
+            return ErrorCode.REQUEST_TIMED_OUT
+        return ErrorCode.NONE
+
+
+class ReplicaManager:
+    """See the module docstring."""
+
+    def __init__(self, config: BrokerConfig, log_directory: LogDirectory) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.log_directory = log_directory
+        self._partitions: dict[PartitionKey, Partition] = {}
+        self._offline: dict[PartitionKey, str] = {}
+
+    # -- reads
+
+    def partition(self, topic: str, index: int) -> Partition | None:
+        """The local replica of a partition, leader or not."""
+        return self._partitions.get((topic, index))
+
+    def log(self, topic: str, index: int) -> PartitionLog | None:
+        """The log of the local replica of a partition, if there is one."""
+        partition = self._partitions.get((topic, index))
+        return partition.log if partition is not None else None
+
+    def partitions(self) -> Iterator[Partition]:
+        return iter(list(self._partitions.values()))
+
+    def leader(
+        self, topic: str, index: int, current_leader_epoch: int = NO_LEADER_EPOCH
+    ) -> Partition | ErrorCode:
+        """The partition if this broker leads it, else the error to answer.
+
+        UNKNOWN_TOPIC_OR_PARTITION without a local replica, KAFKA_STORAGE_ERROR when its
+        log is offline, NOT_LEADER_OR_FOLLOWER on a follower; a `current_leader_epoch` other
+        than -1 must equal the leader epoch, else FENCED_LEADER_EPOCH (the client's is
+        older) or UNKNOWN_LEADER_EPOCH (newer)."""
+        key = (topic, index)
+        partition = self._partitions.get(key)
+        if partition is None:
+            if key in self._offline:
+                return ErrorCode.KAFKA_STORAGE_ERROR
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        epoch = partition.state.leader_epoch
+        if current_leader_epoch != NO_LEADER_EPOCH and current_leader_epoch != epoch:
+            if current_leader_epoch < epoch:
+                return ErrorCode.FENCED_LEADER_EPOCH
+            return ErrorCode.UNKNOWN_LEADER_EPOCH
+        if not partition.state.is_leader:
+            return ErrorCode.NOT_LEADER_OR_FOLLOWER
+        return partition
+
+    def logs(self) -> Iterator[tuple[PartitionKey, PartitionLog]]:
+        """Every local replica's log, for the storage services (flush, retention, cleaner)."""
+        for partition in self.partitions():
+            yield partition.key, partition.log
+
+    @contextmanager
+    def watch(self, keys: Iterable[PartitionKey]) -> Iterator[trio.Event]:
+        """An event set at the next log end offset or high watermark move or role change
+        of any of `keys` that has a local replica, while the context is open. Register
+        before the last read, with no checkpoint in between, and no change is missed."""
+        event = trio.Event()
+        watched = [p for p in map(self._partitions.get, dict.fromkeys(keys)) if p is not None]
+        for partition in watched:
+            partition.watchers.add(event)
+        try:
+            yield event
+        finally:
+            for partition in watched:
+                partition.watchers.discard(event)
+
+    # -- metadata
+
+    def on_metadata_update(self, changes: LocalChanges, image: MetadataImage) -> None:
+        """Follow the image (see module docstring)."""
+        for key in changes.removed:
+            self._remove(key)
+        for change in changes.leaders:
+            self._become(change, leader=True)
+        for change in changes.followers:
+            self._become(change, leader=False)
+        for topic in changes.configs_changed:
+            config = log_config(self.config, topic.configs)
+            for partition_metadata in topic.partitions:
+                partition = self._partitions.get((topic.name, partition_metadata.partition_index))
+                if partition is not None:
+                    partition.log.update_config(config)
+
+    def delete_strays(self, image: MetadataImage) -> None:
+        """Delete the logs no replica of the image owns: a topic deletion cut short by a
+        crash, or a replica that moved away while this broker was down."""
+        for (topic, index), _ in list(self.log_directory):
+            metadata = image.partition(topic, index)
+            if metadata is None or self.node_id not in metadata.replicas:
+                log.warning("deleting the log of %s-%d: not a replica of a topic", topic, index)
+                self._partitions.pop((topic, index), None)
+                self.log_directory.delete(topic, index)
+
+    def _become(self, change: LocalPartitionChange, *, leader: bool) -> None:
+        key = change.key
+        metadata = change.partition
+        partition = self._partitions.get(key)
+        if partition is None:
+            try:
+                partition_log = self.log_directory.get_or_create(
+                    key[0], key[1], log_config(self.config, change.topic.configs)
+                )
+            except (OSError, StorageError) as exc:
+                log.error("cannot open the log of %s-%d: %s", *key, exc)
+                self._offline[key] = str(exc)
+                return
+            self._offline.pop(key, None)
+            partition = Partition(key[0], key[1], partition_log, PartitionState(self.node_id))
+            self._partitions[key] = partition
+        state = partition.state
+        log_end_offset = partition.log.log_end_offset
+        if leader:
+            state.become_leader(
+                leader_epoch=metadata.leader_epoch,
+                partition_epoch=metadata.partition_epoch,
+                replicas=metadata.replicas,
+                isr=metadata.isr,
+                log_end_offset=log_end_offset,
+            )
+        else:
+            state.become_follower(
+                leader_id=metadata.leader_id,
+                leader_epoch=metadata.leader_epoch,
+                partition_epoch=metadata.partition_epoch,
+                replicas=metadata.replicas,
+                isr=metadata.isr,
+                log_end_offset=log_end_offset,
+            )
+        partition.wake()
+
+    def _remove(self, key: PartitionKey) -> None:
+        self._offline.pop(key, None)
+        partition = self._partitions.pop(key, None)
+        if partition is not None:
+            partition.state.become_follower(
+                leader_id=-1,
+                leader_epoch=partition.state.leader_epoch,
+                partition_epoch=partition.state.partition_epoch,
+                replicas=(),
+                isr=(),
+                log_end_offset=partition.log_end_offset,
+            )
+            partition.wake()
+        self.log_directory.delete(*key)
