@@ -43,7 +43,7 @@ from tidelog.client.protocol.primitives import Splice, Writer
 from tidelog.client.protocol.schema import Api, Message
 
 if TYPE_CHECKING:
-    from tidelog.broker.context import BrokerContext
+    from tidelog.broker.router import BrokerContext
 
 log = logging.getLogger(__name__)
 

@@ -29,14 +29,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from tidelog.broker.groups.service import GroupService, GroupServiceHost
+from tidelog.broker.producer_ids import ProducerIdAllocator
+from tidelog.broker.runner import BlockingRunner
 from tidelog.client.protocol.apis import API_BY_KEY, RequestHeader
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.schema import Api, Message, Versions
 
 if TYPE_CHECKING:
-    from tidelog.broker.context import BrokerContext
     from tidelog.broker.network import PeerInfo
 
 
@@ -52,6 +54,31 @@ class ConnectionInfo:
     """Unique within the broker process: "<listener>-<local host:port>-<peer host:port>-<n>"."""
     listener_name: str
     peer: PeerInfo
+
+
+class BrokerContext(GroupServiceHost, Protocol):
+    """What handlers may use of their broker: a narrow view the `Broker` satisfies, so that
+    handlers and connections never import `broker.server`. It extends what the group
+    service uses (config, the metadata image, topics, replicas, randomness, wall clock)."""
+
+    @property
+    def groups(self) -> GroupService: ...
+
+    @property
+    def producer_ids(self) -> ProducerIdAllocator: ...
+
+    @property
+    def router(self) -> Router:
+        """The APIs served (ApiVersions lists them)."""
+        ...
+
+    @property
+    def run_blocking(self) -> BlockingRunner:
+        """Runs blocking work (fsync) off the event loop."""
+        ...
+
+    @property
+    def connection_count(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

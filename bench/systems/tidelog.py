@@ -1,4 +1,4 @@
-"""The broker under test: `python -m broker.cli broker --config <work>/broker.toml`.
+"""The broker under test: `python -m tidelog.broker.cli broker --config <work>/broker.toml`.
 
 The config sets port 0 on 127.0.0.1, a data directory under the work directory and
 `num.partitions`; everything else is what `tidelog dev` runs with (no fsync per write: the

@@ -25,7 +25,7 @@ from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.schema import Message
 
 if TYPE_CHECKING:
-    from tidelog.broker.context import BrokerContext
+    from tidelog.broker.router import BrokerContext
 
 
 class _ResourceError(Exception):

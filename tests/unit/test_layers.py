@@ -222,3 +222,89 @@ def test_pyproject_installs_every_package_folder() -> None:
     }
     assert set(declared["packages"]) == folders
     assert declared["package-dir"] == {"tidelog": "."}
+
+
+def import_cycles(root: Path) -> list[list[str]]:
+    """Groups of tidelog modules that import each other, directly or through others;
+    imports inside `if TYPE_CHECKING:` count (a type-only cycle is still a tangle)."""
+    paths = {
+        module_name(path, root): path
+        for folder in PACKAGES
+        for path in sorted((root / folder).rglob("*.py"))
+    }
+    graph: dict[str, set[str]] = {}
+    for module, path in paths.items():
+        targets = set()
+        for _, imported in imports(path, module):
+            while imported and imported not in paths:  # `from m import name` names m
+                imported = imported.rpartition(".")[0]
+            if imported and imported != module:
+                targets.add(imported)
+        graph[module] = targets
+    return _strongly_connected(graph)
+
+
+def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's algorithm, iterative; only groups of two or more, each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, targets = work[-1]
+            target = next(targets, None)
+            if target is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    group = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        group.append(member)
+                        if member == node:
+                            break
+                    if len(group) > 1:
+                        groups.append(sorted(group))
+            elif target not in index:
+                index[target] = low[target] = len(index)
+                stack.append(target)
+                on_stack.add(target)
+                work.append((target, iter(sorted(graph[target]))))
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+    return sorted(groups)
+
+
+def test_no_import_cycles() -> None:
+    assert import_cycles(ROOT) == []
+
+
+def test_import_cycles_are_found_type_only_ones_too(tmp_path: Path) -> None:
+    files = {
+        "broker/cli.py": "from .serve import run\n",
+        "broker/serve.py": "from tidelog.broker.cli import EXIT_OK\n",
+        "broker/server.py": "from .handlers import routes\n",
+        "broker/handlers/routes.py": (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+            "    from tidelog.broker.server import Broker\n"
+        ),
+        "broker/handlers/__init__.py": "",
+        "broker/leaf.py": "from .cli import main\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert import_cycles(tmp_path) == [
+        ["tidelog.broker.cli", "tidelog.broker.serve"],
+        ["tidelog.broker.handlers.routes", "tidelog.broker.server"],
+    ]
