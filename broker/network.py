@@ -1,11 +1,12 @@
 """The network seam: every byte the broker sends or receives goes through a `Network`.
 
-`TcpNetwork` is the real one (trio sockets, TLS through `trio.SSLStream`). `MemoryNetwork`
-runs listeners and connections inside one process on trio's memory streams, addressed by
-(host, port) like TCP, so a whole broker (or cluster) can run in a test or a simulation with
-no sockets. Both wrap a TLS listener's streams in `SSLStream` and finish the handshake
-(bounded by `tls_handshake_timeout_ms`) before the handler sees the stream, so a handler
-always gets an established stream and can ask `stream_peer` who is on the other end.
+`TcpNetwork` is the real one (trio sockets, TLS through `trio.SSLStream`).
+`tidelog.broker.memory_network.MemoryNetwork` runs listeners and connections inside one
+process, addressed by (host, port) like TCP, with injectable faults, so a whole broker (or
+cluster) can run in a test or a simulation with no sockets. Both wrap a TLS listener's
+streams in `SSLStream` and finish the handshake (bounded by `tls_handshake_timeout_ms`)
+before the handler sees the stream, so a handler always gets an established stream and can
+ask `stream_peer` who is on the other end.
 
 Contract of `serve_tcp`: binds, reports the bound port through `task_status.started(port)`
 (port 0 asks for an ephemeral one), then accepts until cancelled, running
@@ -15,7 +16,6 @@ closed after the handler returns; a handler should not raise.
 
 from __future__ import annotations
 
-import errno
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -71,6 +71,14 @@ class PeerInfo:
     """The verified client certificate's subject (RFC 4514-ish), when one was presented."""
 
 
+class AddressedStream(trio.abc.HalfCloseableStream):
+    """A stream that is no OS socket but knows both ends' (host, port), such as a
+    `MemoryStream`: what `stream_peer` reads instead of a socket's addresses."""
+
+    local_address: tuple[str, int]
+    peer_address: tuple[str, int]
+
+
 def stream_peer(stream: trio.abc.Stream) -> PeerInfo:
     """The peer of a stream made by `TcpNetwork` or `MemoryNetwork`."""
     tls_version: str | None = None
@@ -87,7 +95,7 @@ def stream_peer(stream: trio.abc.Stream) -> PeerInfo:
     if isinstance(transport, trio.SocketStream):
         address = transport.socket.getpeername()
         return PeerInfo(str(address[0]), int(address[1]), tls_version, subject)
-    if isinstance(transport, MemoryStream):
+    if isinstance(transport, AddressedStream):
         host, port = transport.peer_address
         return PeerInfo(host, port, tls_version, subject)
     raise TypeError(f"not a stream from a broker network: {type(stream).__name__}")
@@ -112,12 +120,14 @@ def server_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
     return context
 
 
-async def _handshake_then_handle(
+async def serve_accepted(
     handler: StreamHandler,
     stream: trio.abc.Stream,
     ssl_context: ssl.SSLContext | None,
     handshake_timeout_ms: int,
 ) -> None:
+    """Run `handler` on an accepted stream, first finishing the server's TLS handshake when
+    `ssl_context` is given (a failed or slow handshake drops the connection unhandled)."""
     if ssl_context is None:
         await handler(stream)
         return
@@ -135,6 +145,19 @@ async def _handshake_then_handle(
         await handler(tls_stream)
     finally:
         await trio.aclose_forcefully(tls_stream)
+
+
+async def client_tls(
+    stream: trio.abc.Stream, ssl_context: ssl.SSLContext, server_hostname: str
+) -> trio.SSLStream[trio.abc.Stream]:
+    """`stream` wrapped in TLS with the client's handshake done; closed if it fails."""
+    tls_stream = trio.SSLStream(stream, ssl_context, server_hostname=server_hostname)
+    try:
+        await tls_stream.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(tls_stream)
+        raise
+    return tls_stream
 
 
 class TcpNetwork:
@@ -163,9 +186,7 @@ class TcpNetwork:
         bound_port = int(listeners[0].socket.getsockname()[1])
 
         async def handle(stream: trio.SocketStream) -> None:
-            await _handshake_then_handle(
-                handler, stream, ssl_context, self.tls_handshake_timeout_ms
-            )
+            await serve_accepted(handler, stream, ssl_context, self.tls_handshake_timeout_ms)
 
         async with trio.open_nursery() as nursery:
             task_status.started(bound_port)
@@ -185,147 +206,4 @@ class TcpNetwork:
         stream = await trio.open_tcp_stream(host, port)
         if ssl_context is None:
             return stream
-        tls_stream = trio.SSLStream(stream, ssl_context, server_hostname=server_hostname or host)
-        try:
-            await tls_stream.do_handshake()
-        except BaseException:
-            await trio.aclose_forcefully(tls_stream)
-            raise
-        return tls_stream
-
-
-class MemoryStream(trio.abc.HalfCloseableStream):
-    """One end of an in-process connection, knowing both ends' (host, port)."""
-
-    def __init__(
-        self,
-        inner: trio.StapledStream[trio.testing.MemorySendStream, trio.testing.MemoryReceiveStream],
-        local_address: tuple[str, int],
-        peer_address: tuple[str, int],
-    ) -> None:
-        self._inner = inner
-        self.local_address = local_address
-        self.peer_address = peer_address
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self._inner.receive_some(max_bytes)
-
-    async def send_eof(self) -> None:
-        await self._inner.send_eof()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-@dataclass
-class _MemoryListener:
-    accept_queue: trio.MemorySendChannel[MemoryStream]
-    ssl_context: ssl.SSLContext | None
-
-
-class MemoryNetwork:
-    """In-process TCP look-alike. Ports are per host; port 0 picks the next free one from
-    49152 up, so runs are deterministic. Connecting where nothing listens, or to a listener
-    whose accept queue (`accept_backlog`) is full, raises ConnectionRefusedError."""
-
-    EPHEMERAL_PORT_FIRST = 49152
-
-    def __init__(
-        self,
-        *,
-        accept_backlog: int = 128,
-        tls_handshake_timeout_ms: int = TLS_HANDSHAKE_TIMEOUT_MS,
-    ) -> None:
-        self.accept_backlog = accept_backlog
-        self.tls_handshake_timeout_ms = tls_handshake_timeout_ms
-        self._listeners: dict[tuple[str, int], _MemoryListener] = {}
-        self._used_ports: set[tuple[str, int]] = set()
-        self._next_port = self.EPHEMERAL_PORT_FIRST
-
-    def _allocate_port(self, host: str) -> int:
-        for _ in range(65536 - self.EPHEMERAL_PORT_FIRST):
-            port = self._next_port
-            self._next_port = port + 1 if port < 65535 else self.EPHEMERAL_PORT_FIRST
-            if (host, port) not in self._used_ports:
-                return port
-        raise OSError(errno.EADDRNOTAVAIL, f"no free port on memory host {host}")
-
-    async def serve_tcp(
-        self,
-        handler: StreamHandler,
-        host: str,
-        port: int,
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-        handler_nursery: trio.Nursery | None = None,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> NoReturn:
-        await trio.lowlevel.checkpoint()
-        if port == 0:
-            port = self._allocate_port(host)
-        key = (host, port)
-        if key in self._used_ports:
-            raise OSError(errno.EADDRINUSE, f"memory address {host}:{port} is in use")
-        send, receive = trio.open_memory_channel[MemoryStream](self.accept_backlog)
-        self._listeners[key] = _MemoryListener(send, ssl_context)
-        self._used_ports.add(key)
-        try:
-            async with trio.open_nursery() as nursery, receive:
-                task_status.started(port)
-                target = handler_nursery or nursery
-                async for stream in receive:
-                    target.start_soon(self._run_handler, handler, stream, ssl_context)
-        finally:
-            del self._listeners[key]
-            self._used_ports.discard(key)
-            send.close()
-        raise AssertionError("accept queue closed while listening")
-
-    async def _run_handler(
-        self, handler: StreamHandler, stream: MemoryStream, ssl_context: ssl.SSLContext | None
-    ) -> None:
-        try:
-            await _handshake_then_handle(
-                handler, stream, ssl_context, self.tls_handshake_timeout_ms
-            )
-        finally:
-            await trio.aclose_forcefully(stream)
-
-    async def connect(
-        self,
-        host: str,
-        port: int,
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-        server_hostname: str | None = None,
-    ) -> trio.abc.Stream:
-        await trio.lowlevel.checkpoint()
-        listener = self._listeners.get((host, port))
-        if listener is None:
-            raise ConnectionRefusedError(errno.ECONNREFUSED, f"nothing listens on {host}:{port}")
-        client_host = "127.0.0.1"
-        client_port = self._allocate_port(client_host)
-        client_inner, server_inner = trio.testing.memory_stream_pair()
-        client = MemoryStream(client_inner, (client_host, client_port), (host, port))
-        server = MemoryStream(server_inner, (host, port), (client_host, client_port))
-        try:
-            listener.accept_queue.send_nowait(server)
-        except (trio.WouldBlock, trio.ClosedResourceError):
-            raise ConnectionRefusedError(
-                errno.ECONNREFUSED, f"{host}:{port} is not accepting connections"
-            ) from None
-        if ssl_context is None:
-            return client
-        tls_stream = trio.SSLStream(client, ssl_context, server_hostname=server_hostname or host)
-        try:
-            await tls_stream.do_handshake()
-        except BaseException:
-            await trio.aclose_forcefully(tls_stream)
-            raise
-        return tls_stream
+        return await client_tls(stream, ssl_context, server_hostname or host)

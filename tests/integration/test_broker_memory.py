@@ -6,7 +6,7 @@ import pytest
 
 from tests.integration.conftest import StartBroker, local_config
 from tests.integration.wire import metadata_request
-from tidelog.broker.network import MemoryNetwork
+from tidelog.broker.memory_network import MemoryNetwork
 from tidelog.storage.filesystem import MemoryFileSystem
 
 API_VERSIONS, METADATA = 18, 3

@@ -12,7 +12,7 @@ import trio
 from tests.integration.conftest import StartBroker, local_config
 from tidelog.broker import connection as broker_connection
 from tidelog.broker.handlers import ROUTES
-from tidelog.broker.network import MemoryNetwork
+from tidelog.broker.memory_network import MemoryNetwork
 from tidelog.broker.router import RequestContext, Router, route
 from tidelog.client.protocol.schema import Message
 from tidelog.storage.filesystem import FileRange, FileSystem, MemoryFileSystem, OsFileSystem

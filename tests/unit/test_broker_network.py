@@ -11,7 +11,8 @@ import trio
 import trustme
 
 from tidelog.broker.config import TlsConfig
-from tidelog.broker.network import MemoryNetwork, PeerInfo, server_ssl_context, stream_peer
+from tidelog.broker.memory_network import MemoryNetwork
+from tidelog.broker.network import PeerInfo, server_ssl_context, stream_peer
 
 
 async def echo_once(peers: list[PeerInfo]) -> Callable[[trio.abc.Stream], object]:

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from tidelog.broker.config import BrokerConfig, ListenerConfig
-from tidelog.broker.network import MemoryNetwork
+from tidelog.broker.memory_network import MemoryNetwork
 from tidelog.broker.server import Broker
 from tidelog.client.protocol.records import RecordInput, encode_batch
 from tidelog.storage.filesystem import MemoryFileSystem
