@@ -15,9 +15,12 @@ One seed gives one history: every source of nondeterminism is seeded or virtual 
   seed.
 
 Brokers here are independent single-node clusters (the controller and replication issues
-add clusters of several nodes). Each gets a producer (idempotent, acks=all) and a consumer;
-a fault schedule kills broker processes (kill -9: the page cache survives) and, when the
-variant allows it, cuts power (un-fsynced bytes are lost), then restarts them. Every
+add clusters of several nodes), each on its own host, with its clients on another. Each gets
+a producer (idempotent, acks=all) and a consumer. A fault schedule, one fault at a time,
+kills broker processes (kill -9: the page cache survives) and, when the variant allows it,
+cuts their power (un-fsynced bytes are lost), then restarts them; it also partitions a
+client host from its broker (both ways or one way), pauses a broker host (SIGSTOP: silence,
+no resets), resets connections and adds latency. Every
 client operation is recorded in a `HistoryRecorder`; at the end every partition is read
 from its start by a final reader, and `check` judges the history.
 
@@ -49,9 +52,10 @@ from tests.simulation.checker import (
 )
 from tidelog.broker.config import BrokerConfig, ListenerConfig
 from tidelog.broker.log_context import NodeIdFilter
-from tidelog.broker.network import MemoryNetwork
+from tidelog.broker.memory_network import MemoryNetwork
 from tidelog.broker.runner import run_inline
 from tidelog.broker.server import Broker
+from tidelog.client.connection import Connector
 from tidelog.client.consumer import Consumer
 from tidelog.client.producer import Producer
 from tidelog.client.structs import TopicPartition
@@ -63,6 +67,9 @@ PARTITIONS = 2
 PORT = 9092
 DATA_DIR = "/data"
 REPLAY = "TIDELOG_SIM_SEED={seed} .venv/bin/pytest -q {test}"
+CONNECT_TIMEOUT_MS = 10_000
+FAULTS = ("kill", "kill", "partition", "pause", "reset", "delay")
+"""The fault schedule's menu (kills twice as likely: they test durability)."""
 
 
 @dataclass(frozen=True)
@@ -245,7 +252,7 @@ class SimulatedBroker:
         process = self.process = ProcessFileSystem(self.disk)
         broker = Broker(
             self.config,
-            network=self.sim.network,
+            network=self.sim.network.host(self.host),
             fs=process,
             now_ms=self.sim.now_ms,
             random=random.Random(self.rng.getrandbits(64)),
@@ -280,6 +287,7 @@ class SimulatedBroker:
         assert self.process is not None and self.scope is not None
         self.process.kill()
         self.scope.cancel()
+        self.sim.network.crash(self.host)
         self.up = trio.Event()
         if power_loss:
             self.disk.crash()
@@ -303,7 +311,9 @@ class Simulation:
         self.duration_s = duration_s
         self.trace: list[str] = []
         self.recorder = HistoryRecorder(self._trio_now)
-        self.network = MemoryNetwork()
+        self.network = MemoryNetwork(
+            rng=random.Random(self.rng.getrandbits(64)), on_event=lambda event: self.note(event)
+        )
         self.brokers = [SimulatedBroker(self, i) for i in range(brokers)]
         self.faults = 0
         self._next_value = 0
@@ -353,21 +363,46 @@ class Simulation:
             brokers.cancel_scope.cancel()
 
     async def _inject_faults(self, nursery: trio.Nursery, end: float) -> None:
+        """One fault at a time, each undone before the next; all undone at `end`."""
         rng = random.Random(self.rng.getrandbits(64))
+        net = self.network
         while True:
-            await trio.sleep(rng.uniform(20, 120))
+            await trio.sleep(rng.uniform(10, 60))
             if trio.current_time() >= end:
                 return
-            broker = rng.choice(self.brokers)
-            if not broker.up.is_set():
-                continue
-            power_loss = self.variant.power_loss and rng.random() < 0.5
+            index = rng.randrange(len(self.brokers))
+            broker, client = self.brokers[index], self._client_host(index)
+            kind = rng.choice(FAULTS)
             self.faults += 1
-            self.note(f"fault {'power-loss' if power_loss else 'kill'} {broker.host}")
-            broker.kill(power_loss=power_loss)
-            await trio.sleep(rng.uniform(1, 20))
-            self.note(f"fault restart {broker.host}")
-            await broker.start(nursery)
+            self.note(f"fault {kind} {broker.host}")
+            if kind == "kill":
+                power_loss = self.variant.power_loss and rng.random() < 0.5
+                broker.kill(power_loss=power_loss)
+                await trio.sleep(rng.uniform(1, 20))
+                await broker.start(nursery)
+            elif kind == "partition":
+                one_way = rng.random() < 0.5
+                a, b = (client, broker.host) if rng.random() < 0.5 else (broker.host, client)
+                net.partition(a, b, one_way=one_way)
+                await trio.sleep(rng.uniform(1, 30))
+                net.heal(a, b, one_way=one_way)
+            elif kind == "pause":
+                net.pause(broker.host)
+                await trio.sleep(rng.uniform(1, 15))
+                net.resume(broker.host)
+            elif kind == "reset":
+                net.reset(client, broker.host)
+            else:
+                net.set_delay(client, broker.host, rng.uniform(1, 300))
+                await trio.sleep(rng.uniform(5, 60))
+                net.set_delay(client, broker.host, 0)
+
+    @staticmethod
+    def _client_host(index: int) -> str:
+        return f"client-{index}"
+
+    def _connector(self, host: str) -> Connector:
+        return self.network.host(host).connector(timeout_ms=CONNECT_TIMEOUT_MS)
 
     def _value(self, index: int) -> str:
         self._next_value += 1
@@ -378,7 +413,7 @@ class Simulation:
         rng = random.Random(self.rng.getrandbits(64))
         producer = Producer(
             bootstrap_servers=broker.bootstrap,
-            connector=self.network.connect,
+            connector=self._connector(self._client_host(index)),
             rng=random.Random(rng.getrandbits(64)),
             now_ms=self.now_ms,
             acks="all",
@@ -410,7 +445,7 @@ class Simulation:
         partitions = [TopicPartition(broker.topic, p) for p in range(PARTITIONS)]
         consumer = Consumer(
             bootstrap_servers=broker.bootstrap,
-            connector=self.network.connect,
+            connector=self._connector(self._client_host(index)),
             rng=random.Random(self.rng.getrandbits(64)),
             auto_offset_reset="earliest",
             request_timeout_ms=5_000,
@@ -439,7 +474,7 @@ class Simulation:
         partitions = [TopicPartition(broker.topic, p) for p in range(PARTITIONS)]
         consumer = Consumer(
             bootstrap_servers=broker.bootstrap,
-            connector=self.network.connect,
+            connector=self._connector("final-reader"),
             rng=random.Random(self.rng.getrandbits(64)),
         )
         async with consumer:

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE_SEED = int(os.environ.get("TIDELOG_SIM_SEED", "20261202"))
 SEED_COUNT = int(os.environ.get("TIDELOG_SIM_SEEDS", "1"))
 DURATION_S = 2_000.0
-"""Simulated seconds per run: about 25 broker kills and power cuts, ~8,500 records."""
+"""Simulated seconds per run: about 40 faults (a third of them kills or power cuts), ~8,500
+records."""
 SHORT_DURATION_S = 400.0
 
 
