@@ -420,7 +420,7 @@ class Simulation:
             enable_idempotence=True,
             linger_ms=5,
             request_timeout_ms=5_000,
-            delivery_timeout_ms=60_000,
+            delivery_timeout_ms=20_000,
         )
         async with producer, trio.open_nursery() as sends:
             while trio.current_time() < end:
