@@ -5,8 +5,13 @@ A message is declared once as a list of `F(...)` fields, each with the versions 
 Field names are Kafka's CamelCase names; decoded messages are plain dicts keyed by the
 snake_case form (`ThrottleTimeMs` -> `throttle_time_ms`). A decoded dict holds every field
 of the schema: fields absent at the decoded version carry their defaults, so handlers can
-read any field at any version. Encoding ignores keys the version does not carry and fills
-missing keys with defaults.
+read any field at any version.
+
+Encoding is strict about names, lenient about versions (see `StructCodec.encode_into`): a key
+the struct does not declare at any version raises `SchemaError`; a key the version does not
+carry is ignored, so one dict serves every version; a missing key is sent as its field's
+default, unless that default is not valid at the version (null where the field is not
+nullable), which raises `SchemaError` too.
 
 Per (message, version, flexible) a `StructCodec` is built once and cached.
 """
@@ -61,6 +66,29 @@ _PRIMITIVES = (
 )  # fmt: skip
 
 _NO_DEFAULT = object()
+
+
+class SchemaError(ValueError):
+    """A message that does not fit its schema, found while encoding it: a key the struct does
+    not declare, or a missing key that has no valid default.
+
+    `path` locates the struct at fault within the message (`["topics", "[2]", "partitions",
+    "[0]"]`, empty for the top level), as `StructCodec.encode_into` found it; `where` names
+    the message (`"Produce v9 request"`) when an `Api` encoded it, else it is empty.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.path: list[str] = []
+        self.where = ""
+
+    def __str__(self) -> str:
+        where = self.where or "message"
+        if not self.path:
+            return f"{where}: {self.detail}"
+        path = "".join(p if p.startswith("[") else f".{p}" for p in self.path).lstrip(".")
+        return f"{where}, at {path}: {self.detail}"
 
 
 def snake_case(name: str) -> str:
@@ -214,7 +242,7 @@ def _field_codec(f: Field, version: int, flexible: bool) -> tuple[Decode, Encode
     if f.is_struct:
         inner = StructCodec.build(f.fields, version, flexible)
         elem_read: Decode = inner.decode_from
-        elem_write: Encode = inner.encode_into
+        elem_write: Encode = inner.write
     else:
         elem_read, elem_write = _scalar_codec(f, version, flexible)
     if not f.is_array:
@@ -243,7 +271,12 @@ def _field_codec(f: Field, version: int, flexible: bool) -> tuple[Decode, Encode
 
 
 class StructCodec:
-    """Encoder and decoder of one struct at one version."""
+    """Encoder and decoder of one struct at one version.
+
+    `known_keys` are the names of the struct's fields at every version, `carried_count` the
+    number of fields this version carries, `required_keys` the names of those regular fields
+    of this version whose default is not valid here (see `encode_into`).
+    """
 
     _cache: dict[tuple[int, int, bool], StructCodec] = {}
 
@@ -266,6 +299,11 @@ class StructCodec:
             else:
                 self.regular.append((f.name, read, write, f))
         self.tagged_sorted = sorted(self.tagged.items())
+        self.known_keys = frozenset(f.name for f in fields)
+        self.carried_count = len(self.regular) + len(self.tagged)
+        self.required_keys = frozenset(
+            name for name, _, _, f in self.regular if not _default_valid(f, version, flexible)
+        )
 
     @classmethod
     def build(cls, fields: tuple[Field, ...], version: int, flexible: bool) -> StructCodec:
@@ -308,15 +346,42 @@ class StructCodec:
             r.pos = end  # unknown tags are skipped
 
     def encode_into(self, w: Writer, msg: Message) -> None:
+        """Write `msg`, checking its keys against the schema at every nesting level.
+
+        Raises SchemaError, naming the path to the struct at fault, for a key that no version
+        of the struct declares. Keys of fields this version does not carry are ignored, and
+        so are their values (unchecked). A missing key is sent as its field's default, which
+        Kafka defines for every field (0, false, "", empty array, zero UUID, or the declared
+        default); a missing tagged field is not sent. So only a regular field whose default
+        is not valid at this version must be given (SchemaError otherwise): one whose default
+        is null (declared, or a `records` field's implicit one) where it is not nullable, or
+        a struct holding such a field.
+        """
+        try:
+            self.write(w, msg)
+        except SchemaError as exc:
+            raise (self._find_error(msg) or exc) from None
+
+    def write(self, w: Writer, msg: Message) -> None:
+        """`encode_into` without locating an error: nested structs are written with this."""
         get = msg.get
+        missing = 0
         for name, _, write, f in self.regular:
             v = get(name, _NO_DEFAULT)
-            write(w, f.default() if v is _NO_DEFAULT else v)
+            if v is _NO_DEFAULT:
+                if name in self.required_keys:
+                    raise self._missing_key(name)
+                missing += 1
+                v = f.default()
+            write(w, v)
         if self.flexible:
             present: list[tuple[int, Encode, Any]] = []
             for tag, (name, _, write, f) in self.tagged_sorted:
                 v = get(name, _NO_DEFAULT)
-                if v is _NO_DEFAULT or v == f.default():
+                if v is _NO_DEFAULT:
+                    missing += 1
+                    continue
+                if v == f.default():
                     continue
                 present.append((tag, write, v))
             w.uvarint(len(present))
@@ -327,6 +392,50 @@ class StructCodec:
                 w.uvarint(tag)
                 w.uvarint(len(data))
                 w.raw(data)
+        # `msg` holds carried_count - missing carried keys: only one holding more (keys of
+        # other versions, or unknown ones) needs the set check.
+        if len(msg) > self.carried_count - missing and not self.known_keys.issuperset(msg):
+            raise self._unknown_keys(msg)
+
+    def _find_error(self, msg: Message) -> SchemaError | None:
+        """The first key error in `msg`, with its path: the slow path of `encode_into`."""
+        if not self.known_keys.issuperset(msg):
+            return self._unknown_keys(msg)
+        for name, _, _, _ in self.regular:
+            if name in self.required_keys and name not in msg:
+                return self._missing_key(name)
+        for name, _, _, f in (*self.regular, *self.tagged.values()):
+            value = msg.get(name)
+            if not f.is_struct or value is None:
+                continue
+            if f.is_array:
+                elements = [([name, f"[{i}]"], item) for i, item in enumerate(value)]
+            else:
+                elements = [([name], value)]
+            inner = StructCodec.build(f.fields, self.version, self.flexible)
+            for path, item in elements:
+                error = inner._find_error(item)
+                if error is not None:
+                    error.path[:0] = path
+                    return error
+        return None
+
+    def _missing_key(self, name: str) -> SchemaError:
+        return SchemaError(f"missing key {name!r}, whose default is not valid at v{self.version}")
+
+    def _unknown_keys(self, msg: Message) -> SchemaError:
+        unknown = [repr(k) for k in msg if k not in self.known_keys]
+        known = ", ".join(f.name for f in self.fields)
+        noun = "key" if len(unknown) == 1 else "keys"
+        return SchemaError(f"unknown {noun} {', '.join(unknown)} (known keys: {known})")
+
+
+def _default_valid(f: Field, version: int, flexible: bool) -> bool:
+    """Whether `f`'s default can be encoded at `version`: not null where `f` is not
+    nullable, and, for a struct without a declared default, no field of it required."""
+    if f.is_struct and not f.is_array and f.explicit_default is _NO_DEFAULT:
+        return not StructCodec.build(f.fields, version, flexible).required_keys
+    return version in f.nullable or f.default() is not None
 
 
 # --- APIs ---------------------------------------------------------------------------------
@@ -374,10 +483,21 @@ class Api:
         return _decode(self._codec(self.response, version), r, self.name, "response")
 
     def encode_request(self, w: Writer, msg: Message, version: int) -> None:
-        self._codec(self.request, version).encode_into(w, msg)
+        """Write request `msg` at `version`; SchemaError (see `StructCodec.encode_into`)."""
+        self._encode(self.request, "request", w, msg, version)
 
     def encode_response(self, w: Writer, msg: Message, version: int) -> None:
-        self._codec(self.response, version).encode_into(w, msg)
+        """Write response `msg` at `version`; SchemaError (see `StructCodec.encode_into`)."""
+        self._encode(self.response, "response", w, msg, version)
+
+    def _encode(
+        self, fields: tuple[Field, ...], kind: str, w: Writer, msg: Message, version: int
+    ) -> None:
+        try:
+            self._codec(fields, version).encode_into(w, msg)
+        except SchemaError as exc:
+            exc.where = f"{self.name} v{version} {kind}"
+            raise
 
 
 def _decode(codec: StructCodec, r: Reader, api: str, kind: str) -> Message:
