@@ -5,12 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tidelog.client.protocol.errors import CorruptMessageError, UnsupportedVersionError
-from tidelog.client.protocol.messages import admin, data, groups
+from tidelog.client.protocol.messages import admin, cluster, data, groups, quorum
 from tidelog.client.protocol.messages.api_versions import API_VERSIONS
 from tidelog.client.protocol.primitives import ARRAY_ELEMENTS_UNLIMITED, Reader, Writer
 from tidelog.client.protocol.schema import Api, Message
 
-ALL_APIS: tuple[Api, ...] = (API_VERSIONS, *data.APIS, *groups.APIS, *admin.APIS)
+ALL_APIS: tuple[Api, ...] = (
+    API_VERSIONS,
+    *data.APIS,
+    *groups.APIS,
+    *admin.APIS,
+    *quorum.APIS,
+    *cluster.APIS,
+)
+"""Every schema this codec knows. Knowing an API is not serving it: the broker routes and
+advertises only the APIs of `broker.handlers.ROUTES` (the quorum and cluster-control APIs
+are declared here for the controller, not served to clients)."""
 API_BY_KEY: dict[int, Api] = {api.key: api for api in ALL_APIS}
 API_BY_NAME: dict[str, Api] = {api.name: api for api in ALL_APIS}
 assert len(API_BY_KEY) == len(ALL_APIS), "two schemas share an API key"

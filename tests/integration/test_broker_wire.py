@@ -13,6 +13,7 @@ from tests.integration.conftest import RunningBroker, StartBroker, local_config
 from tests.integration.wire import WireClient, api_ranges, metadata_request
 from tidelog.broker.connection import REQUEST_ARRAY_ELEMENTS_MAX
 from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.messages import cluster, quorum
 
 API_VERSIONS, METADATA = 18, 3
 
@@ -143,6 +144,28 @@ async def test_unknown_api_key_closes_the_connection(broker: RunningBroker) -> N
         body = struct.pack(">hhih", 1000, 0, 5, -1)
         await client.send_raw(struct.pack(">i", len(body)) + body)
         await client.assert_closed_by_broker()
+    await assert_still_serving(broker)
+
+
+CONTROLLER_APIS = (*quorum.APIS, *cluster.APIS)
+"""Declared in the codec for the KRaft controller, but neither advertised nor served."""
+
+
+async def test_controller_apis_are_not_advertised(broker: RunningBroker) -> None:
+    async with await broker.client() as client:
+        body = {"client_software_name": "tests", "client_software_version": "1.0"}
+        ranges = api_ranges(await client.request(API_VERSIONS, 3, body))
+        assert not {api.key for api in CONTROLLER_APIS} & set(ranges)
+
+
+async def test_a_well_formed_controller_api_request_closes_the_connection(
+    broker: RunningBroker,
+) -> None:
+    # As for any API the broker does not route: no answer, the connection closes.
+    for api in CONTROLLER_APIS:
+        async with await broker.client() as client:
+            await client.send(api.key, api.valid.highest, {})
+            await client.assert_closed_by_broker()
     await assert_still_serving(broker)
 
 
