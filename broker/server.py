@@ -45,7 +45,7 @@ from tidelog.broker.groups.service import GroupService
 from tidelog.broker.handlers import ROUTES
 from tidelog.broker.log_context import node_logging
 from tidelog.broker.metadata.image import MetadataImage
-from tidelog.broker.metadata.records import Endpoint, RegisterBrokerRecord
+from tidelog.broker.metadata.records import Endpoint, SecurityProtocol, unfenced_registration
 from tidelog.broker.network import Network, server_ssl_context, stream_peer
 from tidelog.broker.node_state import NodeState, open_node_state
 from tidelog.broker.producer_ids import ProducerIdAllocator
@@ -202,15 +202,23 @@ class Broker:
                 listener.name,
                 listener.advertised_host or listener.host,
                 listener.advertised_port or self.bound_addresses[listener.name][1],
+                SecurityProtocol.SSL if listener.tls is not None else SecurityProtocol.PLAINTEXT,
             )
             for listener in self.config.listeners
         )
 
     def _register_self(self) -> None:
-        record = RegisterBrokerRecord(
-            self.config.node_id, self.advertised_endpoints(), self.config.rack
+        """Register again, now with the endpoints: a new broker epoch (the registration's
+        metadata offset), the same incarnation, unfenced at once (see `open_node_state`)."""
+        self.node.publisher.publish(
+            unfenced_registration(
+                self.config.node_id,
+                self.node.publisher.image.offset,
+                self.node.incarnation_id,
+                self.advertised_endpoints(),
+                self.config.rack,
+            )
         )
-        self.node.publisher.publish([record])
 
     def _background_services(self) -> list[Callable[[], Awaitable[None]]]:
         """The broker's periodic services: each runs until cancelled at shutdown, after the

@@ -29,9 +29,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidelog.broker.config import BrokerConfig
-from tidelog.broker.controller.topics import TopicError, new_partition, validate_topic_name
+from tidelog.broker.controller.topics import (
+    TopicError,
+    new_partition,
+    topic_config,
+    validate_topic_name,
+)
 from tidelog.broker.metadata.image import INTERNAL_TOPICS, TopicMetadata
-from tidelog.broker.metadata.records import ConfigRecord, MetadataRecord, TopicRecord
+from tidelog.broker.metadata.records import MetadataRecord, TopicRecord
 from tidelog.broker.topic_config import validate_topic_configs
 from tidelog.storage.checkpoint import TEMP_SUFFIX, read_file_if_exists, write_atomic
 from tidelog.storage.filesystem import FileSystem
@@ -73,7 +78,7 @@ class StoredTopic:
             for index, replicas in enumerate(self.replicas)
         )
         records.extend(
-            ConfigRecord(self.name, key, value) for key, value in sorted(self.configs.items())
+            topic_config(self.name, key, value) for key, value in sorted(self.configs.items())
         )
         return records
 

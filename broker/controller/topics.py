@@ -27,6 +27,7 @@ from tidelog.broker.metadata.records import (
     TopicRecord,
 )
 from tidelog.broker.topic_config import InvalidTopicConfigError, log_config, validate_topic_configs
+from tidelog.client.protocol.configs import ConfigResourceType
 from tidelog.client.protocol.errors import ErrorCode
 
 TOPIC_NAME_MAX_CHARS = 249
@@ -70,6 +71,11 @@ def collision_key(name: str) -> str:
 def random_topic_id(rng: random.Random) -> uuid.UUID:
     """A version 4 UUID; never the zero UUID nor Kafka's reserved metadata topic id (1)."""
     return uuid.UUID(int=rng.getrandbits(128), version=4)
+
+
+def topic_config(topic: str, name: str, value: str | None) -> ConfigRecord:
+    """The ConfigRecord of one topic config override (None: removed)."""
+    return ConfigRecord(ConfigResourceType.TOPIC, topic, name, value)
 
 
 def new_partition(
@@ -132,7 +138,7 @@ def create_topic(
         new_partition(topic_id, index, replicas, brokers)
         for index, replicas in enumerate(placement)
     )
-    records.extend(ConfigRecord(name, key, value) for key, value in sorted(overrides.items()))
+    records.extend(topic_config(name, key, value) for key, value in sorted(overrides.items()))
     return records
 
 
@@ -176,10 +182,10 @@ def alter_configs(
     topic = existing_topic(image, name)
     accepted = checked_configs(config, overrides)
     records: list[MetadataRecord] = [
-        ConfigRecord(name, key, None) for key in sorted(topic.configs) if key not in accepted
+        topic_config(name, key, None) for key in sorted(topic.configs) if key not in accepted
     ]
     records.extend(
-        ConfigRecord(name, key, value)
+        topic_config(name, key, value)
         for key, value in sorted(accepted.items())
         if topic.configs.get(key) != value
     )

@@ -29,6 +29,14 @@ def error_of(call: object) -> ErrorCode:
     return info.value.error_code
 
 
+def test_the_node_registers_itself_unfenced_as_kafkas_controller_would() -> None:
+    node = open_manager(MemoryFileSystem(), node_id=3, rack="r1")
+    me = node.publisher.image.broker(3)
+    assert me is not None and not me.fenced and me.rack == "r1"
+    assert me.broker_epoch == 0  # the offset of its RegisterBrokerRecord
+    assert me.incarnation_id == node.incarnation_id and node.incarnation_id.version == 4
+
+
 @pytest.mark.parametrize("name", ["a", "A-b_c.9", "x" * 249, "__consumer_offsets"])
 def test_legal_topic_names(name: str) -> None:
     validate_topic_name(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
@@ -10,16 +11,30 @@ from tidelog.broker.metadata.delta import LocalChanges
 from tidelog.broker.metadata.image import MetadataError, MetadataImage
 from tidelog.broker.metadata.publisher import MetadataPublisher
 from tidelog.broker.metadata.records import (
+    NO_LEADER,
+    BrokerRegistrationChangeRecord,
     ConfigRecord,
+    ControlledShutdownChange,
     Endpoint,
+    FeatureLevelRecord,
+    FenceBrokerRecord,
+    FencingChange,
+    LeaderRecoveryState,
+    NoOpRecord,
     PartitionChangeRecord,
     PartitionRecord,
+    ProducerIdsRecord,
     RegisterBrokerRecord,
     RemoveTopicRecord,
     TopicRecord,
+    UnfenceBrokerRecord,
+    UnregisterBrokerRecord,
+    unfenced_registration,
 )
+from tidelog.client.protocol.configs import ConfigResourceType
 
 TOPIC_ID = uuid.UUID(int=7)
+TOPIC = ConfigResourceType.TOPIC
 
 
 def with_topic(replicas: tuple[tuple[int, ...], ...] = ((0, 1), (1, 0))) -> MetadataImage:
@@ -33,7 +48,7 @@ def with_topic(replicas: tuple[tuple[int, ...], ...] = ((0, 1), (1, 0))) -> Meta
                 PartitionRecord(TOPIC_ID, index, r, r, leader=r[0])
                 for index, r in enumerate(replicas)
             ),
-            ConfigRecord("orders", "retention.ms", "1000"),
+            ConfigRecord(TOPIC, "orders", "retention.ms", "1000"),
         ]
     )
 
@@ -71,17 +86,17 @@ def test_records_that_do_not_fit_are_refused_and_change_nothing() -> None:
         TopicRecord("orders", uuid.UUID(int=8)),
         PartitionRecord(TOPIC_ID, 5, (0,), (0,), 0),
         PartitionChangeRecord(uuid.UUID(int=9), 0, leader=0),
-        ConfigRecord("absent", "retention.ms", "1"),
+        ConfigRecord(TOPIC, "absent", "retention.ms", "1"),
     ):
         # The batch fails whole: the config change before the bad record is not applied either.
         with pytest.raises(MetadataError):
-            image.apply_all([ConfigRecord("orders", "retention.ms", "5"), record])
+            image.apply_all([ConfigRecord(TOPIC, "orders", "retention.ms", "5"), record])
         topic = image.topic("orders")
         assert topic is not None and dict(topic.configs) == {"retention.ms": "1000"}
 
 
 def test_config_record_with_no_value_removes_the_override() -> None:
-    image = with_topic().apply(ConfigRecord("orders", "retention.ms", None))
+    image = with_topic().apply(ConfigRecord(TOPIC, "orders", "retention.ms", None))
     topic = image.topic("orders")
     assert topic is not None and dict(topic.configs) == {}
 
@@ -99,7 +114,7 @@ def test_local_changes_say_what_each_node_must_do() -> None:
     moved = after.apply(PartitionChangeRecord(TOPIC_ID, 1, leader=0, isr=(0,)))
     changes = LocalChanges.between(after, moved, 0)
     assert [c.key for c in changes.leaders] == [("orders", 1)] and changes.followers == ()
-    reconfigured = after.apply(ConfigRecord("orders", "segment.ms", "5"))
+    reconfigured = after.apply(ConfigRecord(TOPIC, "orders", "segment.ms", "5"))
     assert [t.name for t in LocalChanges.between(after, reconfigured, 1).configs_changed] == [
         "orders"
     ]
@@ -131,3 +146,114 @@ def test_publisher_tells_subscribers_in_order_and_keeps_the_image_on_error() -> 
     with pytest.raises(MetadataError):
         publisher.publish([TopicRecord("t", TOPIC_ID)])
     assert publisher.image is image and len(seen) == 2
+
+
+def test_brokers_register_fenced_and_change_only_at_their_epoch() -> None:
+    incarnation = uuid.UUID(int=42)
+    image = MetadataImage.empty("cluster", 0).apply(
+        RegisterBrokerRecord(3, (), broker_epoch=10, incarnation_id=incarnation)
+    )
+    node = image.broker(3)
+    assert node is not None and node.fenced and (node.broker_epoch, node.incarnation_id) == (
+        10, incarnation,
+    )  # fmt: skip
+    assert image.unfenced_brokers() == []
+    unfenced = image.apply(UnfenceBrokerRecord(3, 10))
+    assert [b.node_id for b in unfenced.unfenced_brokers()] == [3]
+    fenced = unfenced.apply(FenceBrokerRecord(3, 10))
+    assert fenced.broker(3) == node
+    for wrong in (
+        UnfenceBrokerRecord(3, 9),
+        FenceBrokerRecord(4, 10),
+        BrokerRegistrationChangeRecord(3, 11, fenced=FencingChange.UNFENCE),
+        BrokerRegistrationChangeRecord(3, 10, fenced=2),
+        BrokerRegistrationChangeRecord(3, 10, in_controlled_shutdown=5),
+        UnregisterBrokerRecord(3, 9),
+        UnregisterBrokerRecord(4, 10),
+    ):
+        with pytest.raises(MetadataError):
+            image.apply(wrong)
+    assert unfenced.apply(UnregisterBrokerRecord(3, 10)).brokers() == []
+    # Re-registration replaces the broker: a new epoch, fenced again.
+    again = unfenced.apply(RegisterBrokerRecord(3, (), broker_epoch=20))
+    node = again.broker(3)
+    assert node is not None and node.fenced and node.broker_epoch == 20
+
+
+def test_broker_registration_change_fences_unfences_and_sets_controlled_shutdown() -> None:
+    register, unfence = unfenced_registration(1, 5, uuid.UUID(int=1), rack="r")
+    image = MetadataImage.empty("cluster", 0).apply_all([register, unfence])
+    node = image.broker(1)
+    assert register.fenced and node is not None and not node.fenced and node.rack == "r"
+    log_dir = uuid.UUID(int=77)
+    changed = image.apply(
+        BrokerRegistrationChangeRecord(
+            1, 5, fenced=FencingChange.FENCE,
+            in_controlled_shutdown=ControlledShutdownChange.IN_CONTROLLED_SHUTDOWN,
+            log_dirs=(log_dir,),
+        )
+    )  # fmt: skip
+    node = changed.broker(1)
+    assert node is not None and node.fenced and node.in_controlled_shutdown
+    assert node.log_dirs == (log_dir,)
+    kept = changed.apply(BrokerRegistrationChangeRecord(1, 5))  # all "no change"
+    assert kept.broker(1) == node
+
+
+def test_feature_levels_producer_ids_and_no_ops() -> None:
+    image = MetadataImage.empty("cluster", 0)
+    assert image.feature_level("metadata.version") == 0 and image.next_producer_id == -1
+    image = image.apply_all(
+        [
+            FeatureLevelRecord("metadata.version", 27),
+            FeatureLevelRecord("kraft.version", 1),
+            FeatureLevelRecord("kraft.version", 0),  # level 0: the feature is off
+            ProducerIdsRecord(broker_id=0, broker_epoch=3, next_producer_id=1000),
+        ]
+    )
+    assert dict(image.features) == {"metadata.version": 27}
+    assert image.next_producer_id == 1000
+    with pytest.raises(MetadataError):
+        image.apply(ProducerIdsRecord(0, 3, 1000))  # must move forward
+    after = image.apply(NoOpRecord())
+    assert after.offset == image.offset + 1
+    assert dataclasses.replace(after, offset=image.offset) == image
+
+
+def test_configs_of_other_resources_are_kept_apart_from_topics() -> None:
+    broker = ConfigResourceType.BROKER
+    image = with_topic().apply_all(
+        [
+            ConfigRecord(broker, "0", "log.retention.ms", "5"),
+            ConfigRecord(broker, "", "log.retention.ms", "9"),
+        ]
+    )
+    assert {k: dict(v) for k, v in image.resource_configs.items()} == {
+        (broker, "0"): {"log.retention.ms": "5"},
+        (broker, ""): {"log.retention.ms": "9"},
+    }
+    removed = image.apply(ConfigRecord(broker, "0", "log.retention.ms", None))
+    assert list(removed.resource_configs) == [(broker, "")]
+    topic = removed.topic("orders")
+    assert topic is not None and dict(topic.configs) == {"retention.ms": "1000"}
+
+
+def test_partition_change_merges_every_field_as_kafka_does() -> None:
+    image = with_topic()
+    changed = image.apply(
+        PartitionChangeRecord(
+            TOPIC_ID, 0, leader=NO_LEADER, removing_replicas=(1,), adding_replicas=(2,),
+            leader_recovery_state=LeaderRecoveryState.RECOVERING,
+            eligible_leader_replicas=(1,), last_known_elr=(0,),
+        )
+    )  # fmt: skip
+    p = changed.partition("orders", 0)
+    assert p is not None
+    assert (p.leader_id, p.leader_epoch, p.partition_epoch) == (NO_LEADER, 1, 1)
+    assert (p.removing_replicas, p.adding_replicas) == ((1,), (2,))
+    assert p.leader_recovery_state == LeaderRecoveryState.RECOVERING
+    assert (p.eligible_leader_replicas, p.last_known_elr) == ((1,), (0,))
+    assert (p.replicas, p.isr) == ((0, 1), (0, 1))
+    kept = changed.apply(PartitionChangeRecord(TOPIC_ID, 0))  # nothing but the epoch
+    q = kept.partition("orders", 0)
+    assert q is not None and dataclasses.replace(q, partition_epoch=1) == p
