@@ -83,7 +83,11 @@ PURE_CORES = (
     "tidelog.broker.producer_state",
     "tidelog.broker.metadata",
     "tidelog.broker.partition",
-    "tidelog.broker.controller",
+    "tidelog.broker.controller.topics",
+    "tidelog.broker.controller.raft.core",
+    "tidelog.broker.controller.raft.log",
+    "tidelog.broker.controller.raft.messages",
+    "tidelog.broker.controller.raft.types",
 )
 # Plain values and validation that the pure cores share with the drivers.
 PURE_VALUES = ("tidelog.broker.config", "tidelog.broker.topic_config", "tidelog.storage.config")
