@@ -87,7 +87,9 @@ PURE_CORES = (
     "tidelog.broker.controller.raft.core",
     "tidelog.broker.controller.raft.log",
     "tidelog.broker.controller.raft.messages",
+    "tidelog.broker.controller.raft.records",
     "tidelog.broker.controller.raft.types",
+    "tidelog.broker.controller.raft.wire",
 )
 # Plain values and validation that the pure cores share with the drivers.
 PURE_VALUES = ("tidelog.broker.config", "tidelog.broker.topic_config", "tidelog.storage.config")

@@ -72,6 +72,7 @@ from contextlib import contextmanager
 
 from crc32c import crc32c
 
+from tidelog.broker.controller.raft.records import EntryFormatError, encode_entries, entry_of
 from tidelog.broker.controller.raft.types import (
     Entry,
     PersistedState,
@@ -128,15 +129,9 @@ QUORUM_STATE_MAX_BYTES = 64 * 1024
 QUORUM_STATE_VERSIONS = (0, 1)
 """data_version values read (Kafka writes 0 before KIP-853, 1 after); 0 is written."""
 
-_CONTROL_KEY = struct.Struct(">hh")
-_CONTROL_KEY_VERSION = 0
 _INT16_MAX = 2**15 - 1
 _INT64_MAX = 2**63 - 1
 _READ_CHUNK_BYTES = 1024 * 1024
-# Upper bounds on the encoded size of a batch header and of one record beyond its value
-# (length, attributes, deltas, key and value lengths as varints, a 4-byte control key).
-_BATCH_OVERHEAD = 61
-_RECORD_OVERHEAD = 40
 
 
 class RaftStoreError(Exception):
@@ -452,22 +447,10 @@ class RaftStore:
         return entries
 
     def _entry(self, header: BatchHeader, record: Record) -> Entry:
-        if record.value is None:
-            raise RaftStoreError(f"{self.directory}: record {record.offset} has a null value")
-        control_type: int | None = None
-        if header.is_control:
-            key = record.key
-            if key is None or len(key) != _CONTROL_KEY.size:
-                raise RaftStoreError(
-                    f"{self.directory}: control record {record.offset} has a malformed key"
-                )
-            version, control_type = _CONTROL_KEY.unpack(key)
-            if version < 0 or control_type < 0:
-                raise RaftStoreError(
-                    f"{self.directory}: control record {record.offset} has key version "
-                    f"{version}, type {control_type}"
-                )
-        return Entry(record.offset, header.partition_leader_epoch, record.value, control_type)
+        try:
+            return entry_of(header, record)
+        except EntryFormatError as exc:
+            raise RaftStoreError(f"{self.directory}: {exc}") from None
 
     def _epoch_at(self, offset: int) -> int:
         """The epoch of the entry at `offset`, from the header of the batch holding it."""
@@ -549,7 +532,8 @@ class RaftStore:
             segment_bytes = self._log.config.segment_bytes
             limit = min(self.max_batch_bytes, segment_bytes)
             blob = bytearray()
-            for batch in self._encode_batches(entries, limit):
+            batches = encode_entries(entries, timestamp_ms=self._now_ms(), batch_bytes_max=limit)
+            for batch in batches:
                 if len(batch) > segment_bytes:
                     raise RaftStoreError(
                         f"{self.directory}: a batch of {len(batch)} bytes does not fit a "
@@ -560,25 +544,6 @@ class RaftStore:
                     blob = bytearray()
                 blob += batch
             self._log.append_as_follower(blob)
-
-    def _encode_batches(self, entries: Sequence[Entry], limit: int) -> Iterator[bytes]:
-        timestamp_ms = self._now_ms()
-        group: list[Entry] = []
-        group_bytes = _BATCH_OVERHEAD
-        for entry in entries:
-            entry_bytes = len(entry.value) + _RECORD_OVERHEAD
-            if group and (
-                entry.epoch != group[0].epoch
-                or (entry.control_type is None) != (group[0].control_type is None)
-                or group_bytes + entry_bytes > limit
-            ):
-                yield _encode_entries(group, timestamp_ms)
-                group = []
-                group_bytes = _BATCH_OVERHEAD
-            group.append(entry)
-            group_bytes += entry_bytes
-        if group:
-            yield _encode_entries(group, timestamp_ms)
 
     def flush(self) -> None:
         """Make every appended entry durable."""
@@ -713,29 +678,6 @@ class RaftStore:
 
 def _id_key(snapshot_id: SnapshotId) -> tuple[int, int]:
     return snapshot_id.end_offset, snapshot_id.epoch
-
-
-def _encode_entries(group: list[Entry], timestamp_ms: int) -> bytes:
-    first = group[0]
-    is_control = first.control_type is not None
-    records = [
-        RecordInput(
-            value=entry.value,
-            key=(
-                None
-                if entry.control_type is None
-                else _CONTROL_KEY.pack(_CONTROL_KEY_VERSION, entry.control_type)
-            ),
-            timestamp_ms=timestamp_ms,
-        )
-        for entry in group
-    ]
-    return encode_batch(
-        records,
-        base_offset=first.offset,
-        is_control=is_control,
-        partition_leader_epoch=first.epoch,
-    )
 
 
 def _read_quorum_state(fs: FileSystem, path: str) -> QuorumState:
