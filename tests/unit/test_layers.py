@@ -63,7 +63,14 @@ RULES = (
     Rule("tidelog", project=("tidelog.client",)),
     Rule(
         "bench",
-        project=("bench", "tidelog.client", "tidelog.storage"),
+        project=(
+            "bench",
+            "tidelog.client",
+            "tidelog.storage",
+            "tidelog.broker.metadata",
+            "tidelog.broker.controller",
+            "tidelog.broker.config",
+        ),
         any_third_party=True,
     ),
 )
