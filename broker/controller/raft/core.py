@@ -65,6 +65,8 @@ from tidelog.client.protocol.errors import ErrorCode
 
 LEADER_CHANGE = 2
 """Kafka's ControlRecordType of the record a new leader appends first."""
+OBSERVER_SESSION_TIMEOUT_MS = 300_000
+"""An observer that has not fetched for this long leaves the leader's view (Kafka's)."""
 
 
 class Role(enum.Enum):
@@ -645,6 +647,10 @@ class RaftCore:
             }
             if self._has_majority(alive):
                 self._deadline_ms = now + self.config.fetch_timeout_ms // 2
+                for replica, progress in list(self._progress.items()):
+                    silent_ms = now - progress.last_fetch_ms
+                    if replica not in self.voters and silent_ms > OBSERVER_SESSION_TIMEOUT_MS:
+                        del self._progress[replica]
             else:
                 self._enter_resigned()
 
@@ -747,6 +753,10 @@ class RaftCore:
             self._parked[request.replica_id] = _Parked(request, self._now + wait)
 
     def _note_contact(self, replica_id: int) -> ReplicaProgress:
+        """The leader's record of a replica's fetch (a fetch without a replica id, -1, is
+        answered but not tracked)."""
+        if replica_id < 0:
+            return ReplicaProgress(replica_id)
         progress = self._progress.setdefault(replica_id, ReplicaProgress(replica_id))
         progress.last_fetch_ms = self._now
         return progress
