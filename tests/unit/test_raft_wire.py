@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tidelog.broker.controller.raft.core import QuorumInfo, ReplicaProgress
 from tidelog.broker.controller.raft.messages import (
     BeginQuorumEpochRequest,
     EndQuorumEpochRequest,
@@ -25,10 +26,12 @@ from tidelog.broker.controller.raft.wire import (
     api_of,
     decode_request,
     decode_response,
+    describe_quorum_response,
     encode_request,
     encode_response,
 )
 from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.messages.quorum import DESCRIBE_QUORUM
 from tidelog.client.protocol.primitives import Reader, Writer
 
 CLUSTER = "tidelog-cluster-1"
@@ -117,3 +120,35 @@ def test_corrupt_records_in_a_fetch_response_are_refused() -> None:
     with pytest.raises(WireError) as info:
         decode_response(api_of(REQUESTS[4]).key, body)
     assert info.value.error is ErrorCode.CORRUPT_MESSAGE
+
+
+@pytest.mark.parametrize("version", [0, 1, 2])
+def test_describe_quorum_reports_the_leaders_view_at_every_version(version: int) -> None:
+    voters = (ReplicaProgress(1, 120, 5_000, 5_000), ReplicaProgress(2, 118, 4_990, 4_000))
+    observers = (ReplicaProgress(7, 100, 4_800, -1),)
+    info = QuorumInfo(1, 9, 119, voters, observers)
+    w = Writer()
+    DESCRIBE_QUORUM.encode_response(
+        w, describe_quorum_response(info, leader_id=1, epoch=9), version
+    )
+    body = DESCRIBE_QUORUM.decode_response(Reader(w.getvalue()), version)
+    p = body["topics"][0]["partitions"][0]
+    assert (p["error_code"], p["leader_id"], p["leader_epoch"], p["high_watermark"]) == (
+        0,
+        1,
+        9,
+        119,
+    )
+    assert [(v["replica_id"], v["log_end_offset"]) for v in p["current_voters"]] == [
+        (1, 120),
+        (2, 118),
+    ]
+    assert [o["replica_id"] for o in p["observers"]] == [7]
+    if version >= 1:
+        assert p["current_voters"][1]["last_caught_up_timestamp"] == 4_000
+
+
+def test_describe_quorum_on_a_follower_names_the_leader() -> None:
+    body = describe_quorum_response(None, leader_id=3, epoch=4)
+    p = body["topics"][0]["partitions"][0]
+    assert p["error_code"] == ErrorCode.NOT_LEADER_OR_FOLLOWER and p["leader_id"] == 3

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tidelog.broker.controller.raft.core import QuorumInfo, ReplicaProgress
 from tidelog.broker.controller.raft.messages import (
     BeginQuorumEpochRequest,
     EndQuorumEpochRequest,
@@ -349,3 +350,46 @@ def error_response(api_key: int, error: ErrorCode) -> RaftResponse:
     if api_key == FETCH.key:
         return FetchResponse(error, -1, NO_NODE)
     return FetchSnapshotResponse(error, -1, NO_NODE)
+
+
+def describe_quorum_response(info: QuorumInfo | None, *, leader_id: int, epoch: int) -> Message:
+    """DescribeQuorum's answer (any version; fields of later versions are ignored below
+    them): the leader's view of every voter and observer, or NOT_LEADER_OR_FOLLOWER naming
+    the leader this node knows."""
+
+    def replica(p: ReplicaProgress) -> dict[str, Any]:
+        return {
+            "replica_id": p.replica_id,
+            "log_end_offset": p.end_offset,
+            "last_fetch_timestamp": p.last_fetch_ms,
+            "last_caught_up_timestamp": p.last_caught_up_ms,
+        }
+
+    if info is None:
+        partition: dict[str, Any] = {
+            "partition_index": METADATA_PARTITION,
+            "error_code": ErrorCode.NOT_LEADER_OR_FOLLOWER,
+            "error_message": "this node is not the quorum leader",
+            "leader_id": leader_id,
+            "leader_epoch": epoch,
+            "high_watermark": -1,
+            "current_voters": [],
+            "observers": [],
+        }
+    else:
+        partition = {
+            "partition_index": METADATA_PARTITION,
+            "error_code": ErrorCode.NONE,
+            "error_message": None,
+            "leader_id": info.leader_id,
+            "leader_epoch": info.epoch,
+            "high_watermark": info.high_watermark,
+            "current_voters": [replica(p) for p in info.voters],
+            "observers": [replica(p) for p in info.observers],
+        }
+    return {
+        "error_code": ErrorCode.NONE,
+        "error_message": None,
+        "topics": _topic(partition),
+        "nodes": [],
+    }
