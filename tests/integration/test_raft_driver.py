@@ -8,13 +8,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import pytest
 import trio
 import trio.testing
 
 from tidelog.broker.controller.raft.core import RaftConfig, RaftCore, Ready, Role
 from tidelog.broker.controller.raft.driver import RaftDriver
 from tidelog.broker.controller.raft.messages import RaftRequest, RaftResponse
-from tidelog.broker.controller.raft.store import RaftStore
+from tidelog.broker.controller.raft.store import RaftStore, RaftStoreError
 from tidelog.broker.controller.raft.wire import (
     VERSIONS,
     api_of,
@@ -25,7 +26,7 @@ from tidelog.broker.controller.raft.wire import (
 )
 from tidelog.broker.runner import run_inline
 from tidelog.client.protocol.primitives import Reader, Writer
-from tidelog.storage.filesystem import MemoryFileSystem
+from tidelog.storage.filesystem import FaultPoint, FaultPoints, MemoryFileSystem
 
 CLUSTER = "raft-driver-test"
 VOTERS = (1, 2, 3)
@@ -50,6 +51,7 @@ def back_over_the_wire(request: RaftRequest, response: RaftResponse) -> RaftResp
 class Node:
     node_id: int
     fs: MemoryFileSystem
+    faults: FaultPoints
     driver: RaftDriver | None = None
     scope: trio.CancelScope | None = None
     applied: list[bytes] = field(default_factory=list)
@@ -59,7 +61,10 @@ class Cluster:
     """The in-process transport: a request reaches a running node, through the codec."""
 
     def __init__(self) -> None:
-        self.nodes = {i: Node(i, MemoryFileSystem(seed=i)) for i in VOTERS}
+        self.nodes = {}
+        for i in VOTERS:
+            faults = FaultPoints()
+            self.nodes[i] = Node(i, MemoryFileSystem(seed=i, faults=faults), faults)
 
     async def send(
         self, source: int, destination: int, request: RaftRequest
@@ -98,10 +103,20 @@ class Cluster:
 
         async def run() -> None:
             with scope:
-                await driver.serve()
+                try:
+                    await driver.serve()
+                except* RaftStoreError:  # an injected fsync failure: the process dies
+                    node.driver = None
+                    node.faults.disarm_all()
+                    node.fs.crash()
 
         node.driver, node.scope = driver, scope
         nursery.start_soon(run)
+
+    def crash_at_next_fsync(self, node: Node) -> None:
+        """The node dies when it next makes its log durable: what it appended but had not
+        fsynced is lost, and nothing of that Ready was sent."""
+        node.faults.arm(FaultPoint.FSYNC, path_contains=".log")
 
     def crash(self, node: Node) -> None:
         assert node.scope is not None and node.driver is not None
@@ -162,4 +177,59 @@ async def test_three_drivers_elect_commit_fail_over_and_catch_up(
             await leader.driver.wait_applied(more + 1)
         assert leader.applied == expected
         assert leader.driver.core.role is Role.FOLLOWER
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("seed", range(40))
+async def test_crashes_that_lose_unsynced_bytes_lose_no_committed_entry(
+    seed: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Random crashes (each losing whatever its store had not fsynced) and restarts, while
+    values are appended: every value the leader saw committed is applied everywhere, in one
+    order, once the crashed nodes are back."""
+    rng = random.Random(seed)
+    cluster = Cluster()
+    committed: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        for node in cluster.nodes.values():
+            await cluster.start(nursery, node)
+        for round_ in range(8):
+            leader = await cluster.wait_leader()
+            assert leader.driver is not None
+            values = [f"{seed}-{round_}-{i}".encode() for i in range(rng.randint(1, 5))]
+            last = leader.driver.append(values)
+            assert last is not None
+            last += len(values) - 1
+            victim = rng.choice(list(cluster.nodes.values()))
+            crash_after_s = rng.uniform(0, 0.05)
+            with trio.move_on_after(crash_after_s):
+                await leader.driver.wait_applied(last)
+                committed.extend(values)
+            if victim.driver is not None and all(n.driver for n in cluster.nodes.values()):
+                if rng.random() < 0.5:
+                    cluster.crash(victim)
+                else:
+                    cluster.crash_at_next_fsync(victim)
+            await trio.sleep(rng.uniform(0, 3))
+            for node in cluster.nodes.values():
+                if node.driver is None and rng.random() < 0.7:
+                    await cluster.start(nursery, node)
+        for node in cluster.nodes.values():
+            node.faults.disarm_all()  # the faults are over
+            if node.driver is None:
+                await cluster.start(nursery, node)
+        leader = await cluster.wait_leader()
+        assert leader.driver is not None
+        marker = leader.driver.append([b"end"])
+        assert marker is not None
+        for node in cluster.nodes.values():
+            assert node.driver is not None
+            with trio.fail_after(30):
+                await node.driver.wait_applied(marker)
+        histories = {tuple(n.applied) for n in cluster.nodes.values()}
+        assert len(histories) == 1
+        (history,) = histories
+        applied = [v for v in history if v != b"end"]
+        assert [v for v in applied if v in set(committed)] == committed
+        assert len(set(applied)) == len(applied)  # nothing applied twice
         nursery.cancel_scope.cancel()

@@ -201,6 +201,7 @@ class RaftCore:
         self._granted: set[int] = set()
         # leader state
         self._epoch_start_offset = 0
+        self._leader_since_ms = now_ms
         self._progress: dict[int, ReplicaProgress] = {}
         self._parked: dict[int, _Parked] = {}
         self._begin_next_send_ms: dict[int, int] = {}
@@ -480,13 +481,13 @@ class RaftCore:
         self._role = Role.LEADER
         self._set_quorum(QuorumState(self.epoch, self.node_id, self.node_id))
         self._epoch_start_offset = self._log.end_offset
+        self._leader_since_ms = self._now
         voters = tuple(sorted(self.voters))
         value = self._leader_change_value(self.epoch, self.node_id, voters)
         self._append_local([Entry(self._log.end_offset, self.epoch, value, LEADER_CHANGE)])
         for voter in voters:
             if voter != self.node_id:
-                # A grace period: nobody has had the chance to fetch from us yet.
-                self._progress[voter] = ReplicaProgress(voter, last_fetch_ms=self._now)
+                self._progress[voter] = ReplicaProgress(voter)
                 self._begin_next_send_ms[voter] = self._now
         self._deadline_ms = self._now + self._check_quorum_interval_ms()
         self._tick_leader(self._now)
@@ -645,7 +646,8 @@ class RaftCore:
             alive = {self.node_id} | {
                 v for v, p in self._progress.items() if p.last_fetch_ms >= horizon
             }
-            if self._has_majority(alive):
+            # A new leader has a grace period: nobody had the chance to fetch from it yet.
+            if self._has_majority(alive) or self._leader_since_ms >= horizon:
                 self._deadline_ms = now + self.config.fetch_timeout_ms // 2
                 for replica, progress in list(self._progress.items()):
                     silent_ms = now - progress.last_fetch_ms
@@ -858,8 +860,9 @@ class RaftCore:
         if response.diverging is not None:
             self._truncate_diverging(response.diverging.epoch, response.diverging.offset)
         elif response.snapshot_id is not None:
-            if response.snapshot_id.end_offset > self._log.end_offset:
-                self._download = _SnapshotDownload(response.snapshot_id, -1, bytearray())
+            # Our log ends below the leader's log start, or at it with another epoch (an
+            # uncommitted tail): either way the snapshot replaces it.
+            self._download = _SnapshotDownload(response.snapshot_id, -1, bytearray())
         else:
             entries = [e for e in response.entries if e.offset >= self._log.end_offset]
             if entries and entries[0].offset == self._log.end_offset:
@@ -920,7 +923,7 @@ class RaftCore:
         self._maybe_fetch(self._now)
 
     def _install(self, snapshot: Snapshot) -> None:
-        """Replace our log by the leader's snapshot (it ends past our log end)."""
+        """Replace our log by the leader's snapshot (it ends at or past our log end)."""
         end = snapshot.snapshot_id.end_offset
         self._log.install(snapshot)
         self._pending_entries.clear()

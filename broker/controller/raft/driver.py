@@ -110,6 +110,8 @@ class RaftDriver:
                 if delay_ms > 0 and not self._wakeup.is_set():
                     with trio.move_on_after(delay_ms / 1000):
                         await self._wakeup.wait()
+                else:
+                    await trio.lowlevel.checkpoint()  # never starve the other tasks
                 self._wakeup = trio.Event()
                 self.core.tick(now_ms())
 
