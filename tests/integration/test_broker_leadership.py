@@ -6,7 +6,7 @@ from __future__ import annotations
 import trio
 
 from tests.integration.conftest import RunningBroker
-from tests.integration.test_broker_produce_fetch import fetch_request, produce_request
+from tests.integration.wire import fetch_request, produce_request
 from tidelog.broker.metadata.records import PartitionChangeRecord, RegisterBrokerRecord
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.records import RecordInput, encode_batch

@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 from tests.integration.conftest import RunningBroker, StartBroker, local_config
+from tests.integration.wire import fetch_request, produce_request
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.records import RecordInput, decode_batches, encode_batch
 from tidelog.client.protocol.schema import Message
@@ -22,56 +23,6 @@ PRODUCE, FETCH, LIST_OFFSETS, INIT_PRODUCER_ID = 0, 1, 2, 22
 RECORDS_PER_RUN = 60
 PARTITIONS = 3
 CLIENT_TIMEOUT_S = 30
-
-
-def produce_request(
-    topic: str, records: bytes | None, *, partition: int = 0, acks: int = 1
-) -> Message:
-    return {
-        "transactional_id": None,
-        "acks": acks,
-        "timeout_ms": 5000,
-        "topic_data": [
-            {"name": topic, "partition_data": [{"index": partition, "records": records}]}
-        ],
-    }
-
-
-def fetch_request(
-    topic: str,
-    offset: int,
-    *,
-    partition: int = 0,
-    max_wait_ms: int = 0,
-    min_bytes: int = 1,
-    max_bytes: int = 1 << 20,
-    partition_max_bytes: int = 1 << 20,
-) -> Message:
-    return {
-        "replica_id": -1,
-        "max_wait_ms": max_wait_ms,
-        "min_bytes": min_bytes,
-        "max_bytes": max_bytes,
-        "isolation_level": 0,
-        "session_id": 0,
-        "session_epoch": -1,
-        "topics": [
-            {
-                "topic": topic,
-                "partitions": [
-                    {
-                        "partition": partition,
-                        "current_leader_epoch": -1,
-                        "fetch_offset": offset,
-                        "log_start_offset": -1,
-                        "partition_max_bytes": partition_max_bytes,
-                    }
-                ],
-            }
-        ],
-        "forgotten_topics_data": [],
-        "rack_id": "",
-    }
 
 
 def list_offsets_request(topic: str, timestamp: int) -> Message:
