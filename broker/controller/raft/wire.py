@@ -69,6 +69,15 @@ def api_of(request: RaftRequest) -> Api:
     return FETCH_SNAPSHOT
 
 
+def sender_of(request: RaftRequest) -> int:
+    """The node a request comes from, by its own account."""
+    if isinstance(request, VoteRequest):
+        return request.candidate_id
+    if isinstance(request, BeginQuorumEpochRequest | EndQuorumEpochRequest):
+        return request.leader_id
+    return request.replica_id
+
+
 def _partition(data: list[dict[str, Any]]) -> dict[str, Any]:
     return data[0]
 
