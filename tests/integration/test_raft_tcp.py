@@ -6,19 +6,26 @@ A request of another cluster is answered INCONSISTENT_CLUSTER_ID."""
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from tidelog.broker.controller.raft.core import RaftConfig, RaftCore, Ready, Role
 from tidelog.broker.controller.raft.driver import RaftDriver, now_ms
 from tidelog.broker.controller.raft.messages import FetchRequest, FetchResponse
 from tidelog.broker.controller.raft.store import RaftStore
-from tidelog.broker.controller.raft.transport import WireTransport, serve_quorum_connection
+from tidelog.broker.controller.raft.transport import (
+    QUORUM_FRAME_BYTES_MAX,
+    WireTransport,
+    serve_quorum_connection,
+)
 from tidelog.broker.network import TcpNetwork
 from tidelog.broker.runner import run_in_thread
+from tidelog.client.protocol.apis import encode_request
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.storage.filesystem import OsFileSystem
 
@@ -154,3 +161,39 @@ async def test_a_quorum_on_tcp_fails_over_and_catches_up(tmp_path: Path) -> None
             assert leader.applied == [b"x0", b"x1", b"x2", b"y0"]
             assert {tuple(n.applied) for n in nodes.values()} == {(b"x0", b"x1", b"x2", b"y0")}
             nursery.cancel_scope.cancel()
+
+
+async def test_the_quorum_listener_closes_on_what_it_does_not_serve(tmp_path: Path) -> None:
+    """An API outside the quorum's, a version other than KRaft's, or a frame above the bound:
+    the connection closes with nothing answered, and the node keeps serving."""
+    store = RaftStore.open(OsFileSystem(), str(tmp_path / "__cluster_metadata-0"), now_ms=lambda: 0)
+    core = RaftCore(1, (1,), store.load(), now_ms=now_ms(), rng=random.Random(1), config=FAST)
+
+    class NoPeers:
+        async def send(self, destination: int, request: object) -> None:
+            return None
+
+    driver = RaftDriver(
+        core, store, transport=NoPeers(), run_blocking=run_in_thread, apply=lambda ready: None
+    )
+    produce = encode_request(
+        0,
+        8,
+        1,
+        "intruder",
+        {"transactional_id": None, "acks": 1, "timeout_ms": 1000, "topic_data": []},
+    )
+    old_vote = encode_request(52, 0, 2, "intruder", {"cluster_id": CLUSTER, "topics": []})
+    huge = (QUORUM_FRAME_BYTES_MAX + 1).to_bytes(4, "big") + b"\x00" * 64
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.serve)
+            for frame in (produce, old_vote, huge):
+                client, server = trio.testing.memory_stream_pair()
+                serve = functools.partial(serve_quorum_connection, cluster_id=CLUSTER)
+                nursery.start_soon(serve, server, driver)
+                await client.send_all(frame)
+                assert await client.receive_some(1024) == b""  # closed, nothing answered
+            assert core.role is Role.LEADER  # still serving
+            nursery.cancel_scope.cancel()
+    store.close()

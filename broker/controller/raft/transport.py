@@ -125,7 +125,8 @@ class WireTransport:
 async def serve_quorum_connection(
     stream: trio.abc.Stream, driver: RaftDriver, *, cluster_id: str
 ) -> None:
-    """Answer one peer's requests until it closes the connection (module docstring)."""
+    """Answer one peer's requests until it closes the connection, or until it sends what is
+    not served (module docstring); the stream is closed on return."""
     decoder = FrameDecoder(QUORUM_FRAME_BYTES_MAX)
     permits = trio.Semaphore(QUORUM_INFLIGHT_MAX)
     send_slot, slots = trio.open_memory_channel[_Slot](QUORUM_INFLIGHT_MAX)
@@ -161,7 +162,7 @@ async def serve_quorum_connection(
             await stream.send_all(slot.frame)
             permits.release()
 
-    async with trio.open_nursery() as nursery:
+    async with stream, trio.open_nursery() as nursery:
         nursery.start_soon(write_answers)
         try:
             async with send_slot:
