@@ -331,6 +331,12 @@ class RaftCluster:
         node = self.nodes[destination]
         core = node.core
         if core is None:
+            # Nothing listens there: the sender's connection is refused.
+            sender = self.nodes[source].core
+            if out.request is None and sender is not None:
+                request = out.message
+                sender.request_failed(destination, request, self.now_ms)  # type: ignore[arg-type]
+                self._drain(self.nodes[source])
             return
         self._trace("deliver", source, destination, type(out.message).__name__)
         if out.request is None:

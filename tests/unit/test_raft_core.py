@@ -951,6 +951,7 @@ def test_restarted_leader_comes_back_resigned_and_leads_only_a_later_epoch() -> 
     reply = one(h.deliver(request(2, 1, FetchRequest(2, 1, 2, 1))))
     assert isinstance(reply.message, FetchResponse)
     assert reply.message.error is ErrorCode.NOT_LEADER_OR_FOLLOWER
+    assert reply.message.leader_id == -1  # it names no leader: it is none any more
 
     mark = len(h.readies[1])
     h.now += FETCH_TIMEOUT  # the followers' leader has gone quiet

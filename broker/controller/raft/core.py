@@ -361,6 +361,15 @@ class RaftCore:
         ):
             self._begin_next_send_ms.pop(source, None)
 
+    def request_failed(self, destination: int, request: RaftRequest, now_ms: int) -> None:
+        """`request` to `destination` will get no answer (the connection broke or was
+        refused): a fetch is retried after a backoff instead of waiting out its timeout."""
+        self._now = max(self._now, now_ms)
+        if request is self._fetch_inflight:
+            self._fetch_inflight = None
+            self._download = None
+            self._retry_fetch_later()
+
     def ready(self) -> Ready:
         """Take the pending outputs. Call `advance` once they are carried out."""
         ready = Ready(
@@ -618,15 +627,9 @@ class RaftCore:
         else:
             self._observe(request.epoch, request.leader_id)
             if self._role is Role.FOLLOWER and self.leader_id == request.leader_id:
-                # The leader is gone: grant pre-votes now, and campaign after a backoff
-                # that lets the most caught-up successor go first.
-                self._last_leader_contact_ms = None
                 successors = request.preferred_successors
                 rank = successors.index(self.node_id) if self.node_id in successors else 0
-                delay = self.config.retry_backoff_ms * (2**rank) + self._rng.randrange(
-                    self.config.retry_backoff_ms + 1
-                )
-                self._deadline_ms = min(self._deadline_ms, self._now + delay)
+                self._leader_gone(rank)
         response = QuorumEpochResponse(error, self.epoch, self.leader_id)
         self._outbox.append(Outbound(source, response, request))
 
@@ -690,7 +693,10 @@ class RaftCore:
             error = ErrorCode.UNKNOWN_LEADER_EPOCH
         else:
             error = ErrorCode.NOT_LEADER_OR_FOLLOWER
-        return FetchResponse(error, self.epoch, self.leader_id)
+        # A resigned leader (or one restarted) is no leader: say so, and its followers
+        # campaign at once instead of waiting out their fetch timeout.
+        leader = NO_NODE if self._role is Role.RESIGNED else self.leader_id
+        return FetchResponse(error, self.epoch, leader)
 
     def _fetch_entries_response(self, request: FetchRequest) -> FetchResponse:
         entries = self._log.read(request.fetch_offset, self.config.fetch_max_bytes)
@@ -843,6 +849,13 @@ class RaftCore:
 
     def _on_fetch_response(self, response: FetchResponse) -> None:
         if response.error is not ErrorCode.NONE:
+            if (
+                response.error is ErrorCode.NOT_LEADER_OR_FOLLOWER
+                and response.epoch == self.epoch
+                and response.leader_id == NO_NODE
+                and self._role is Role.FOLLOWER
+            ):
+                self._leader_gone()
             self._observe(response.epoch, response.leader_id)
             self._retry_fetch_later()
             return
@@ -894,6 +907,15 @@ class RaftCore:
             offset,
             self._truncated_since_ready if self._truncated_since_ready is not None else offset,
         )
+
+    def _leader_gone(self, rank: int = 0) -> None:
+        """Our leader resigned: grant pre-votes now, and campaign after a backoff that lets
+        the most caught-up successor (`rank` 0) go first."""
+        self._last_leader_contact_ms = None
+        delay = self.config.retry_backoff_ms * (2**rank) + self._rng.randrange(
+            self.config.retry_backoff_ms + 1
+        )
+        self._deadline_ms = min(self._deadline_ms, self._now + delay)
 
     def _on_fetch_snapshot_response(self, response: FetchSnapshotResponse) -> None:
         download = self._download

@@ -159,6 +159,8 @@ class RaftDriver:
 
     async def _send(self, destination: int, request: RaftRequest) -> None:
         response = await self._transport.send(destination, request)
-        if response is not None:
+        if response is None:
+            self.core.request_failed(destination, request, now_ms())
+        else:
             self.core.receive_response(destination, request, response, now_ms())
-            self.wake()
+        self.wake()
