@@ -123,6 +123,22 @@ def run(topics: int, partitions: int, total_records: int, work_dir: str) -> list
     timed(phases, "encode + append + fsync the log", len(records), "records", write_log)
     end_offset = len(records)
 
+    store.close()
+
+    def replay_log() -> MetadataImage:
+        # The restart path without a snapshot: every record from offset 0.
+        loaded = RaftStore.open(fs, directory, now_ms=lambda: 0).load()
+        assert len(loaded.entries) == len(records)
+        return MetadataImage.empty("bench", 1).apply_all(
+            decode_record(e.value) for e in loaded.entries
+        )
+
+    replayed = timed(
+        phases, "restart: load + decode + apply log", len(records), "records", replay_log
+    )
+    assert replayed.topic_names() == image.topic_names()
+    store = RaftStore.open(fs, directory, now_ms=lambda: 0)
+
     def write_snapshot() -> int:
         snapshot_records = list(image_records(image))
         data = b"".join(
@@ -135,30 +151,6 @@ def run(topics: int, partitions: int, total_records: int, work_dir: str) -> list
         phases, "snapshot (encode + write)", topics * partitions, "partitions", write_snapshot
     )
     store.close()
-
-    def replay_log() -> MetadataImage:
-        # The restart path without a snapshot: every record from offset 0.
-        reopened = RaftStore.open(fs, f"{work_dir}/replay", now_ms=lambda: 0)
-        reopened.append(_entries(records, 0))
-        reopened.flush()
-        reopened.close()
-        start = time.perf_counter()
-        loaded = RaftStore.open(fs, f"{work_dir}/replay", now_ms=lambda: 0).load()
-        rebuilt = MetadataImage.empty("bench", 1).apply_all(
-            decode_record(e.value) for e in loaded.entries
-        )
-        phases.append(
-            Phase(
-                "restart: load + decode + apply log",
-                time.perf_counter() - start,
-                len(loaded.entries),
-                "records",
-            )
-        )
-        return rebuilt
-
-    replayed = replay_log()
-    assert replayed.topic_names() == image.topic_names()
 
     def restart_from_snapshot() -> MetadataImage:
         loaded = RaftStore.open(fs, directory, now_ms=lambda: 0).load()

@@ -341,7 +341,6 @@ class RaftCluster:
         self._trace("deliver", source, destination, type(out.message).__name__)
         if out.request is None:
             request = out.message
-            assert not hasattr(request, "error")
             core.receive_request(source, request, self.now_ms)  # type: ignore[arg-type]
         else:
             core.receive_response(source, out.request, out.message, self.now_ms)  # type: ignore[arg-type]

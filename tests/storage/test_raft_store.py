@@ -39,6 +39,16 @@ SMALL = LogConfig(segment_bytes=1_500, index_interval_bytes=200, retention_ms=-1
 LEADER_CHANGE = 2
 
 
+def faulty_store(seed: int) -> tuple[FaultPoints, MemoryFileSystem, Clock, RaftStore]:
+    """A store on a fresh MemoryFileSystem whose operations the test can make fail."""
+    faults = FaultPoints()
+    fs = MemoryFileSystem(seed=seed, faults=faults)
+    fs.mkdir("/data")
+    fs.fsync_dir("/")
+    clock = Clock()
+    return faults, fs, clock, open_store(fs, clock)
+
+
 def open_store(env_or_fs: StorageEnv | FileSystem, clock: Clock, **kwargs: object) -> RaftStore:
     if isinstance(env_or_fs, StorageEnv):
         fs, path = env_or_fs.fs, env_or_fs.path("__cluster_metadata-0")
@@ -316,12 +326,7 @@ def test_a_crash_inside_a_truncation_never_loses_a_flushed_entry_below_it(
     point: FaultPoint, path_contains: str
 ) -> None:
     for seed in range(10):
-        faults = FaultPoints()
-        fs = MemoryFileSystem(seed=seed, faults=faults)
-        fs.mkdir("/data")
-        fs.fsync_dir("/")
-        clock = Clock()
-        store = open_store(fs, clock)
+        faults, fs, clock, store = faulty_store(seed)
         written = entries(0, [1] * 10)
         store.append(written)
         store.flush()
@@ -670,12 +675,7 @@ def test_a_crash_mid_snapshot_write_leaves_the_previous_snapshot_loadable(
     point: FaultPoint, path_contains: str, written_bytes: int
 ) -> None:
     for seed in range(10):
-        faults = FaultPoints()
-        fs = MemoryFileSystem(seed=seed, faults=faults)
-        fs.mkdir("/data")
-        fs.fsync_dir("/")
-        clock = Clock()
-        store = open_store(fs, clock)
+        faults, fs, clock, store = faulty_store(seed)
         written = entries(0, [1] * 20)
         store.append(written)
         store.flush()

@@ -686,17 +686,17 @@ class RaftCore:
             self._answer_fetch(parked.request, self._fetch_entries_response(parked.request))
         self._parked.clear()
 
-    def _fetch_error_response(self, request: FetchRequest) -> FetchResponse:
-        if request.epoch < self.epoch:
+    def _not_serving(self, epoch: int) -> tuple[ErrorCode, int]:
+        """Why a fetch (or snapshot fetch) of `epoch` is refused here, and the leader to
+        name: none on a resigned (or restarted) leader, so that its followers campaign at
+        once instead of waiting out their fetch timeout."""
+        if epoch < self.epoch:
             error = ErrorCode.FENCED_LEADER_EPOCH
-        elif request.epoch > self.epoch:
+        elif epoch > self.epoch:
             error = ErrorCode.UNKNOWN_LEADER_EPOCH
         else:
             error = ErrorCode.NOT_LEADER_OR_FOLLOWER
-        # A resigned leader (or one restarted) is no leader: say so, and its followers
-        # campaign at once instead of waiting out their fetch timeout.
-        leader = NO_NODE if self._role is Role.RESIGNED else self.leader_id
-        return FetchResponse(error, self.epoch, leader)
+        return error, NO_NODE if self._role is Role.RESIGNED else self.leader_id
 
     def _fetch_entries_response(self, request: FetchRequest) -> FetchResponse:
         entries = self._log.read(request.fetch_offset, self.config.fetch_max_bytes)
@@ -709,7 +709,8 @@ class RaftCore:
 
     def _on_fetch_request(self, source: int, request: FetchRequest) -> None:
         if self._role is not Role.LEADER or request.epoch != self.epoch:
-            self._answer_fetch(request, self._fetch_error_response(request))
+            error, leader = self._not_serving(request.epoch)
+            self._answer_fetch(request, FetchResponse(error, self.epoch, leader))
             return
         log = self._log
         offset = request.fetch_offset
@@ -774,10 +775,8 @@ class RaftCore:
             self._outbox.append(Outbound(request.replica_id, response, request))
 
         if self._role is not Role.LEADER or request.epoch != self.epoch:
-            error = self._fetch_error_response(
-                FetchRequest(request.replica_id, request.epoch, 0, 0)
-            ).error
-            reply(FetchSnapshotResponse(error, self.epoch, self.leader_id))
+            error, leader = self._not_serving(request.epoch)
+            reply(FetchSnapshotResponse(error, self.epoch, leader))
             return
         snapshot = self._log.snapshot
         if snapshot is None or snapshot.snapshot_id != request.snapshot_id:

@@ -81,7 +81,7 @@ class RaftDriver:
 
     async def wait_applied(self, offset: int) -> None:
         """Wait until the entry at `offset` has been handed to `apply`."""
-        while self.core.high_watermark <= offset or self._applied_to <= offset:
+        while self._applied_to <= offset:
             await self._committed.wait()
 
     async def handle(self, source: int, request: RaftRequest) -> RaftResponse:
