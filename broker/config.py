@@ -123,14 +123,87 @@ class BrokerConfig:
     group_max_size: int = 10_000
     """Kafka leaves it unbounded; a bound keeps one group from taking all memory."""
 
+    process_roles: str = "broker,controller"
+    """`broker`, `controller` or both (combined): what this node runs."""
+    controller_quorum_voters: str = ""
+    """The controller quorum, `id@host:port,...` (each voter's controller listener). Empty:
+    this node alone is the quorum (a single-node cluster, no controller listener needed)."""
+    controller_listener_names: str = "CONTROLLER"
+    """Listeners that speak to the quorum (the first is where this controller listens)."""
+    broker_heartbeat_interval_ms: int = 2000
+    broker_session_timeout_ms: int = 9000
+    """A broker whose last heartbeat is older than this is fenced by the controller."""
+    controller_quorum_fetch_timeout_ms: int = 2000
+    controller_quorum_election_timeout_ms: int = 1000
+    controller_quorum_election_backoff_max_ms: int = 1000
+    controller_quorum_request_timeout_ms: int = 2000
+    controller_quorum_retry_backoff_ms: int = 20
+    metadata_log_max_record_bytes_between_snapshots: int = 20 * MiB
+    metadata_log_max_snapshot_interval_ms: int = 60 * 60 * 1000
+    """A snapshot is taken once this much time has passed with new records (0: never)."""
+
     def __post_init__(self) -> None:
         _validate(self)
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset(role.strip() for role in self.process_roles.split(","))
+
+    @property
+    def is_controller(self) -> bool:
+        return "controller" in self.roles
+
+    @property
+    def is_broker(self) -> bool:
+        return "broker" in self.roles
+
+    @property
+    def quorum_voters(self) -> dict[int, tuple[str, int]]:
+        """`controller_quorum_voters` parsed: voter id -> (host, port); empty for a quorum of
+        this node alone."""
+        return parse_quorum_voters(self.controller_quorum_voters)
+
+    @property
+    def voter_ids(self) -> tuple[int, ...]:
+        voters = self.quorum_voters
+        return tuple(sorted(voters)) if voters else (self.node_id,)
+
+    @property
+    def controller_listener_name_list(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.controller_listener_names.split(",") if n.strip())
+
+    def is_controller_listener(self, name: str) -> bool:
+        return name in self.controller_listener_name_list
+
+    @property
+    def client_listeners(self) -> tuple[ListenerConfig, ...]:
+        """The listeners Kafka clients use (every one but the controller listeners)."""
+        return tuple(lst for lst in self.listeners if not self.is_controller_listener(lst.name))
 
     def listener(self, name: str) -> ListenerConfig:
         for listener in self.listeners:
             if listener.name == name:
                 return listener
         raise KeyError(name)
+
+
+def parse_quorum_voters(text: str) -> dict[int, tuple[str, int]]:
+    """Kafka's `controller.quorum.voters` form, `1@host:port,2@[::1]:port`; ConfigError
+    for anything else."""
+    voters: dict[int, tuple[str, int]] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        match = re.fullmatch(r"(\d+)@(\[[0-9A-Fa-f:.]+\]|[^:\[\]@]+):(\d+)", item)
+        if match is None:
+            raise ConfigError(f"controller_quorum_voters: {item!r} is not of the form id@host:port")
+        node_id, host, port = int(match[1]), match[2].strip("[]"), int(match[3])
+        if node_id > _INT32_MAX or not 1 <= port <= 65535:
+            raise ConfigError(f"controller_quorum_voters: {item!r} has an id or port out of range")
+        if node_id in voters:
+            raise ConfigError(f"controller_quorum_voters: voter {node_id} is listed twice")
+        voters[node_id] = (host, port)
+    return voters
 
 
 def _check_int(key: str, value: object, lo: int, hi: int = _INT64_MAX) -> None:
@@ -192,6 +265,7 @@ def _validate(config: BrokerConfig) -> None:
         _INT32_MAX,
     )
     _check_int("group_max_size", config.group_max_size, 1, _INT32_MAX)
+    _validate_quorum(config)
     if not config.listeners:
         raise ConfigError("listeners: at least one listener is required")
     names: set[str] = set()
@@ -200,6 +274,76 @@ def _validate(config: BrokerConfig) -> None:
         if listener.name in names:
             raise ConfigError(f"listeners[{i}].name: duplicate listener name {listener.name!r}")
         names.add(listener.name)
+
+
+_ROLES = frozenset({"broker", "controller"})
+
+
+def _validate_quorum(config: BrokerConfig) -> None:
+    if not isinstance(config.process_roles, str) or not config.roles <= _ROLES:
+        raise ConfigError(
+            f"process_roles: {config.process_roles!r} must be 'broker', 'controller' or "
+            f"'broker,controller'"
+        )
+    if not isinstance(config.controller_quorum_voters, str):
+        raise ConfigError("controller_quorum_voters: expected a string such as '1@host:9093'")
+    voters = config.quorum_voters
+    for key in (
+        "broker_heartbeat_interval_ms",
+        "broker_session_timeout_ms",
+        "controller_quorum_fetch_timeout_ms",
+        "controller_quorum_election_timeout_ms",
+        "controller_quorum_election_backoff_max_ms",
+        "controller_quorum_request_timeout_ms",
+    ):
+        _check_int(key, getattr(config, key), 1, _INT32_MAX)
+    _check_int("controller_quorum_retry_backoff_ms", config.controller_quorum_retry_backoff_ms, 0)
+    _check_int(
+        "metadata_log_max_record_bytes_between_snapshots",
+        config.metadata_log_max_record_bytes_between_snapshots,
+        1,
+    )
+    _check_int(
+        "metadata_log_max_snapshot_interval_ms", config.metadata_log_max_snapshot_interval_ms, 0
+    )
+    if config.broker_heartbeat_interval_ms >= config.broker_session_timeout_ms:
+        raise ConfigError(
+            "broker_heartbeat_interval_ms: must be below broker_session_timeout_ms "
+            f"({config.broker_session_timeout_ms})"
+        )
+    if not voters:
+        if config.roles != _ROLES:
+            raise ConfigError(
+                "controller_quorum_voters: required unless the node runs both roles "
+                "(process_roles = 'broker,controller' alone is a quorum of one)"
+            )
+        return
+    if config.is_controller and config.node_id not in voters:
+        raise ConfigError(
+            f"controller_quorum_voters: this node ({config.node_id}) runs the controller "
+            f"role but is not one of the voters {sorted(voters)}"
+        )
+    if not config.is_controller and config.node_id in voters:
+        raise ConfigError(
+            f"controller_quorum_voters: node {config.node_id} is a voter, so process_roles "
+            f"must include 'controller'"
+        )
+    if len(voters) > 1 and config.cluster_id is None:
+        raise ConfigError(
+            "cluster_id: required when the quorum has several voters (every node of a "
+            "cluster must be given the same id)"
+        )
+    names = config.controller_listener_name_list
+    if not names:
+        raise ConfigError("controller_listener_names: at least one listener name is required")
+    listener_names = {listener.name for listener in config.listeners}
+    if config.is_controller and names[0] not in listener_names:
+        raise ConfigError(
+            f"controller_listener_names: no listener named {names[0]!r}; a controller needs "
+            f"one to serve the quorum"
+        )
+    if config.is_broker and not listener_names - set(names):
+        raise ConfigError("listeners: a broker needs a listener besides the controller's")
 
 
 def _validate_listener(key: str, listener: ListenerConfig) -> None:

@@ -294,7 +294,9 @@ class Connection:
     async def _handle(self, slot: _Slot, dispatch: Dispatch) -> None:
         header = dispatch.header
         r = dispatch.route
-        ctx = RequestContext(header=header, connection=self.info, broker=self._broker)
+        ctx = RequestContext(
+            header=header, connection=self.info, broker=self._broker, router=self._router
+        )
         try:
             try:
                 response = await r.handler(ctx, dispatch.request)

@@ -1,13 +1,15 @@
-"""A broker's local state, opened from its data dir: the metadata publisher, the topic
-manager that writes it (single node) and the replica manager that follows it.
+"""A node's local state, opened from its data dir: its member of the controller quorum and
+the metadata it replays, the active controller (on controller nodes), and the partition
+logs that follow the metadata.
 
-`open_node_state` recovers the log directory, reads the topic files, publishes this node's
-registration and every stored topic (leaders chosen among the live brokers: this one), and
-deletes the logs of partitions no topic owns any more. The registration is Kafka's pair: a
-fenced RegisterBrokerRecord, then the BrokerRegistrationChangeRecord that unfences it (a
-single node has nothing to catch up on), at broker epoch = the registration's metadata
-offset, as Kafka's controller assigns it, with a random incarnation id per process start.
-`close` flushes, checkpoints and closes every log.
+`open_node_state` (synchronous, before anything listens) checks meta.properties, opens the
+metadata log (`MetadataQuorum`), and recovers the partition logs with the topic configs of
+the stored metadata (committed or not: the best guess there is before the quorum answers;
+the committed configs replace them as they are applied). Nothing is published yet: the
+quorum replays what is committed once it runs (`Broker.serve`).
+
+`close` flushes, checkpoints and closes every partition log (the metadata log closes when
+the quorum stops).
 """
 
 from __future__ import annotations
@@ -18,12 +20,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tidelog.broker.config import BrokerConfig
+from tidelog.broker.controller.channel import ControllerChannel
+from tidelog.broker.controller.controller import QuorumController
+from tidelog.broker.controller.quorum import METADATA_LOG_DIR, MetadataQuorum, quorum_addresses
+from tidelog.broker.controller.raft.transport import WireTransport
+from tidelog.broker.lifecycle import BrokerLifecycle
+from tidelog.broker.meta_properties import ensure_dir, load_cluster_identity
 from tidelog.broker.metadata.image import MetadataImage
 from tidelog.broker.metadata.publisher import MetadataPublisher
-from tidelog.broker.metadata.records import MetadataRecord, unfenced_registration
+from tidelog.broker.network import Network
+from tidelog.broker.producer_ids import ProducerIdAllocator
 from tidelog.broker.replica_manager import ReplicaManager
+from tidelog.broker.runner import BlockingRunner
 from tidelog.broker.topic_config import log_config
-from tidelog.broker.topic_store import TopicStore, load_cluster_identity
 from tidelog.broker.topics import TopicManager
 from tidelog.storage.filesystem import FileSystem
 from tidelog.storage.log_directory import LogDirectory
@@ -32,10 +41,15 @@ from tidelog.storage.log_directory import LogDirectory
 @dataclass
 class NodeState:
     publisher: MetadataPublisher
+    quorum: MetadataQuorum
+    transport: WireTransport
+    controller: QuorumController | None
+    """The controller of a controller node (active while its quorum member leads)."""
+    channel: ControllerChannel
     topics: TopicManager
     replicas: ReplicaManager
-    incarnation_id: uuid.UUID
-    """This process's broker incarnation (Kafka's RegisterBrokerRecord IncarnationId)."""
+    lifecycle: BrokerLifecycle
+    producer_ids: ProducerIdAllocator
 
     @property
     def log_directory(self) -> LogDirectory:
@@ -47,32 +61,67 @@ class NodeState:
 
 
 def open_node_state(
-    config: BrokerConfig, fs: FileSystem, rng: random.Random, now_ms: Callable[[], int]
+    config: BrokerConfig,
+    *,
+    fs: FileSystem,
+    network: Network,
+    rng: random.Random,
+    wall_clock_ms: Callable[[], int],
+    run_blocking: BlockingRunner,
 ) -> NodeState:
     """See the module docstring."""
+    ensure_dir(fs, config.data_dir)
     cluster_id = load_cluster_identity(fs, config.data_dir, config, rng)
-    store = TopicStore(fs, config.data_dir)
-    stored = store.load()
-    configs = {topic.name: topic.configs for topic in stored}
+    publisher = MetadataPublisher(MetadataImage.empty(cluster_id, -1), config.node_id)
+    transport = WireTransport(
+        network,
+        quorum_addresses(config),
+        node_id=config.node_id,
+        cluster_id=cluster_id,
+        request_timeout_ms=config.controller_quorum_request_timeout_ms,
+    )
+    quorum = MetadataQuorum(
+        config,
+        cluster_id=cluster_id,
+        fs=fs,
+        publisher=publisher,
+        transport=transport,
+        run_blocking=run_blocking,
+        rng=rng,
+        wall_clock_ms=wall_clock_ms,
+    )
+    stored = quorum.tentative_image()
     log_directory = LogDirectory.open(
         config.data_dir,
         fs,
-        now_ms,
-        config_for=lambda name: log_config(config, configs.get(name, {})),
+        wall_clock_ms,
+        config_for=lambda name: log_config(config, _configs_of(stored, name)),
+        reserved=frozenset({METADATA_LOG_DIR}),
     )
-    publisher = MetadataPublisher(MetadataImage.empty(cluster_id, config.node_id), config.node_id)
     replicas = ReplicaManager(config, log_directory)
     publisher.subscribe(replicas)
-    live = {config.node_id}
-    incarnation_id = uuid.UUID(int=rng.getrandbits(128), version=4)
-    records: list[MetadataRecord] = list(
-        unfenced_registration(
-            config.node_id, publisher.image.offset, incarnation_id, rack=config.rack
-        )
+    controller = QuorumController(quorum, config, rng) if config.is_controller else None
+    channel = ControllerChannel(quorum, transport, node_id=config.node_id)
+    lifecycle = BrokerLifecycle(
+        config,
+        quorum=quorum,
+        controller=controller,
+        channel=channel,
+        incarnation_id=uuid.UUID(int=rng.getrandbits(128), version=4),
     )
-    for topic in stored:
-        records.extend(topic.records(live))
-    publisher.publish(records)
-    replicas.delete_strays(publisher.image)
-    topics = TopicManager(config=config, store=store, publisher=publisher, rng=rng)
-    return NodeState(publisher, topics, replicas, incarnation_id)
+    return NodeState(
+        publisher=publisher,
+        quorum=quorum,
+        transport=transport,
+        controller=controller,
+        channel=channel,
+        topics=TopicManager(quorum=quorum, controller=controller, channel=channel),
+        replicas=replicas,
+        lifecycle=lifecycle,
+        producer_ids=ProducerIdAllocator(lifecycle.allocate_producer_ids),
+    )
+
+
+def _configs_of(image: MetadataImage, topic: str) -> dict[str, str]:
+    metadata = image.topic(topic)
+    return dict(metadata.configs) if metadata is not None else {}

@@ -1,23 +1,31 @@
-"""Producer ids for InitProducerId on a single node.
+"""Producer ids for InitProducerId, in blocks from the active controller.
 
-A random 62-bit starting point, then a counter. A restart picks a new random start, so ids
-from before the restart are not handed out again (short of a 1 in 2**30-ish collision of two
-random starts within one id range's use). With a controller quorum, blocks of ids will come
-from the metadata log instead (AllocateProducerIds).
+The controller hands out consecutive blocks (AllocateProducerIds, recorded in the metadata
+log as ProducerIdsRecord), so no two brokers, and no two starts of one broker, ever hand out
+the same id. `allocate()` takes the next id of the current block and fetches a new block
+when it is used up; concurrent callers wait for the one fetch.
 """
 
 from __future__ import annotations
 
-import random
+from collections.abc import Awaitable, Callable
 
-PRODUCER_ID_MAX = (1 << 63) - 1
+import trio
 
 
 class ProducerIdAllocator:
-    def __init__(self, rng: random.Random) -> None:
-        self._next_producer_id = rng.getrandbits(62)
+    def __init__(self, fetch_block: Callable[[], Awaitable[tuple[int, int]]]) -> None:
+        """`fetch_block()` returns a new block: (first id, count)."""
+        self._fetch_block = fetch_block
+        self._next = 0
+        self._end = 0
+        self._lock = trio.Lock()
 
-    def allocate(self) -> int:
-        producer_id = self._next_producer_id
-        self._next_producer_id = producer_id + 1 if producer_id < PRODUCER_ID_MAX else 0
-        return producer_id
+    async def allocate(self) -> int:
+        async with self._lock:
+            if self._next >= self._end:
+                first, count = await self._fetch_block()
+                self._next, self._end = first, first + count
+            producer_id = self._next
+            self._next += 1
+            return producer_id

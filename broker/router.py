@@ -39,6 +39,10 @@ from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.schema import Api, Message, Versions
 
 if TYPE_CHECKING:
+    from tidelog.broker.controller.channel import ControllerChannel
+    from tidelog.broker.controller.controller import QuorumController
+    from tidelog.broker.controller.quorum import MetadataQuorum
+    from tidelog.broker.lifecycle import BrokerLifecycle
     from tidelog.broker.network import PeerInfo
 
 
@@ -68,9 +72,22 @@ class BrokerContext(GroupServiceHost, Protocol):
     def producer_ids(self) -> ProducerIdAllocator: ...
 
     @property
-    def router(self) -> Router:
-        """The APIs served (ApiVersions lists them)."""
+    def quorum(self) -> MetadataQuorum:
+        """This node's member of the controller quorum (the metadata it has applied)."""
         ...
+
+    @property
+    def controller(self) -> QuorumController | None:
+        """The controller of a controller node (active while its quorum member leads)."""
+        ...
+
+    @property
+    def channel(self) -> ControllerChannel:
+        """Requests to the active controller when it is another node."""
+        ...
+
+    @property
+    def lifecycle(self) -> BrokerLifecycle: ...
 
     @property
     def run_blocking(self) -> BlockingRunner:
@@ -88,6 +105,8 @@ class RequestContext:
     header: RequestHeader
     connection: ConnectionInfo
     broker: BrokerContext
+    router: Router
+    """The APIs served on this connection's listener (ApiVersions lists them)."""
 
     @property
     def api_version(self) -> int:

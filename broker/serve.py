@@ -13,10 +13,12 @@ import sys
 import trio
 
 from tidelog.broker.config import BrokerConfig
+from tidelog.broker.controller.raft.store import RaftStoreError
 from tidelog.broker.exit_status import EXIT_FAILED, EXIT_OK
+from tidelog.broker.lifecycle import LifecycleError
+from tidelog.broker.meta_properties import MetadataStoreError
 from tidelog.broker.network import TcpNetwork
 from tidelog.broker.server import Broker, wall_clock_ms
-from tidelog.broker.topic_store import MetadataStoreError
 from tidelog.storage.filesystem import OsFileSystem
 
 log = logging.getLogger("tidelog")
@@ -31,7 +33,7 @@ def run_broker(config: BrokerConfig) -> int:
     status = EXIT_OK
     try:
         status = trio.run(_serve_until_signal, config)
-    except* (MetadataStoreError, OSError) as group:
+    except* (MetadataStoreError, RaftStoreError, LifecycleError, OSError) as group:
         for exc in _leaves(group):
             print(f"tidelog: cannot start: {exc}", file=sys.stderr)
         status = EXIT_FAILED

@@ -12,20 +12,28 @@ Everything outside the process is reached through the injected objects, so the s
 runs over `MemoryNetwork` + `MemoryFileSystem` with a seeded `random.Random`, a fake clock
 and `run_blocking=run_inline` (no threads) in tests and simulations.
 
-The parts: the metadata publisher and its image, the topic manager that writes it while
-there is no controller, the replica manager that follows it (one `Partition` per local
-replica), the group service, and the connections; handlers see the broker only through
-`BrokerContext`.
+The parts: this node's member of the controller quorum, which replays the metadata log
+into the publisher and its image; on controller nodes the controller, which writes that log
+while this node leads the quorum; the topic manager (topic changes, wherever the active
+controller is); the replica manager that follows the image (one `Partition` per local
+replica); the broker lifecycle (registration and heartbeats); the group service; and the
+connections. Handlers see the broker only through `BrokerContext`.
 
 Lifecycle of `serve`:
-1. startup (synchronous): meta.properties (cluster id), log directory recovery, topics
-   published into the metadata image (`open_node_state`);
-2. listeners bound, this node's registration published with its advertised endpoints,
-   background services started (`_background_services`), `task_status.started()`;
-3. on `request_shutdown()`: stop accepting and stop background services; every connection
-   stops reading and finishes the requests it has (bounded by `shutdown_timeout_ms`); then
-   logs are flushed, checkpoints written and files closed. Cancelling `serve` from outside
-   skips the draining but still closes storage.
+1. startup (synchronous): meta.properties (cluster id), the metadata log opened, partition
+   logs recovered (`open_node_state`);
+2. the quorum runs and the controller listeners are bound; once the node has applied what
+   the quorum has committed (a quorum of one: at once), topic files of an older data dir
+   are migrated into the metadata log and logs no partition owns are deleted;
+3. the client listeners are bound, the broker registers with the active controller with
+   their advertised endpoints and heartbeats until it is unfenced; background services
+   start (`_background_services`), then `task_status.started()`;
+4. on `request_shutdown()`: stop accepting; a controlled shutdown moves this broker's
+   leaderships to other brokers (bounded by `shutdown_timeout_ms`); background services
+   stop; every connection stops reading and finishes the requests it has (bounded by
+   `shutdown_timeout_ms`); then the quorum stops, logs are flushed, checkpoints written and
+   files closed. Cancelling `serve` from outside skips the draining but still closes
+   storage.
 """
 
 from __future__ import annotations
@@ -41,11 +49,17 @@ import trio
 
 from tidelog.broker.config import BrokerConfig, ListenerConfig
 from tidelog.broker.connection import Connection
+from tidelog.broker.controller.channel import ControllerChannel
+from tidelog.broker.controller.controller import QuorumController
+from tidelog.broker.controller.quorum import MetadataQuorum
 from tidelog.broker.groups.service import GroupService
-from tidelog.broker.handlers import ROUTES
+from tidelog.broker.handlers import CONTROLLER_ROUTES, ROUTES
+from tidelog.broker.legacy_topics import load_legacy_topics, remove_legacy_topic_files
+from tidelog.broker.lifecycle import BrokerLifecycle
 from tidelog.broker.log_context import node_logging
+from tidelog.broker.meta_properties import MetadataStoreError
 from tidelog.broker.metadata.image import MetadataImage
-from tidelog.broker.metadata.records import Endpoint, SecurityProtocol, unfenced_registration
+from tidelog.broker.metadata.records import Endpoint, MetadataRecord, SecurityProtocol
 from tidelog.broker.network import Network, server_ssl_context, stream_peer
 from tidelog.broker.node_state import NodeState, open_node_state
 from tidelog.broker.producer_ids import ProducerIdAllocator
@@ -59,6 +73,8 @@ from tidelog.storage.filesystem import FileSystem
 
 FLUSH_CHECK_INTERVAL_MS = 1000
 """How often the flush ticker looks at the logs' flush policies."""
+JOIN_LOG_INTERVAL_S = 5
+"""How often a node waiting for its controller quorum says so."""
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +102,14 @@ class Broker:
         self.run_blocking = run_blocking
         """Where fsync, checkpoints and compaction run (a thread; inline in simulation)."""
         self.router = router if router is not None else Router(ROUTES)
+        """The client listeners' APIs."""
+        self.controller_router = Router(CONTROLLER_ROUTES)
+        """The controller listeners' APIs."""
         self.bound_addresses: dict[str, tuple[str, int]] = {}
         """Listener name -> (bind host, bound port), filled before `serve` reports started."""
         self._tombstones_due_ms: dict[tuple[str, int], int | None] = {}
         self.groups = GroupService(self)
         """The group coordinator's driver (FindCoordinator, JoinGroup, OffsetCommit...)."""
-        self.producer_ids = ProducerIdAllocator(random)
         self._node: NodeState | None = None
         self._shutdown_requested = trio.Event()
         self._stopping = False
@@ -117,6 +135,26 @@ class Broker:
         return self.node.topics
 
     @property
+    def quorum(self) -> MetadataQuorum:
+        return self.node.quorum
+
+    @property
+    def controller(self) -> QuorumController | None:
+        return self.node.controller
+
+    @property
+    def channel(self) -> ControllerChannel:
+        return self.node.channel
+
+    @property
+    def lifecycle(self) -> BrokerLifecycle:
+        return self.node.lifecycle
+
+    @property
+    def producer_ids(self) -> ProducerIdAllocator:
+        return self.node.producer_ids
+
+    @property
     def replicas(self) -> ReplicaManager:
         return self.node.replicas
 
@@ -138,51 +176,124 @@ class Broker:
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         self._start_storage()
+        node = self.node
         try:
-            async with trio.open_nursery() as connections:
-                async with trio.open_nursery() as services:
-                    await self._start_listeners(services, connections)
-                    self._register_self()
-                    for service in self._background_services():
-                        services.start_soon(service)
-                    log.info(
-                        "broker %d of cluster %s listening on %s",
-                        self.config.node_id,
-                        self.image.cluster_id,
-                        ", ".join(
-                            f"{name} {host}:{port}"
-                            for name, (host, port) in self.bound_addresses.items()
-                        ),
-                    )
-                    task_status.started()
-                    await self._shutdown_requested.wait()
-                    log.info("shutting down: no new connections")
-                    self._stopping = True
-                    services.cancel_scope.cancel()
-                # Parked JoinGroup/SyncGroup requests would hold the drain until its timeout:
-                # answer them NOT_COORDINATOR now, as a coordinator moving away does.
-                self.groups.stop_coordinating()
-                await self._drain_connections()
-                connections.cancel_scope.cancel()
+            async with trio.open_nursery() as quorum:
+                await quorum.start(node.transport.serve)
+                await quorum.start(node.quorum.serve)
+                async with trio.open_nursery() as connections:
+                    async with trio.open_nursery() as services:
+                        await self._start_listeners(services, connections, controller=True)
+                        await self._join_cluster()
+                        if self.config.is_broker:
+                            await self._start_listeners(services, connections, controller=False)
+                            await self._register(services)
+                        if node.controller is not None:
+                            services.start_soon(node.controller.serve)
+                        for service in self._background_services():
+                            services.start_soon(service)
+                        log.info(
+                            "node %d of cluster %s listening on %s",
+                            self.config.node_id,
+                            self.image.cluster_id,
+                            ", ".join(
+                                f"{name} {host}:{port}"
+                                for name, (host, port) in self.bound_addresses.items()
+                            ),
+                        )
+                        task_status.started()
+                        await self._shutdown_requested.wait()
+                        log.info("shutting down: no new connections")
+                        self._stopping = True
+                        if self.config.is_broker:
+                            await node.lifecycle.controlled_shutdown(
+                                self.config.shutdown_timeout_ms
+                            )
+                        services.cancel_scope.cancel()
+                    # Parked JoinGroup/SyncGroup requests would hold the drain until its
+                    # timeout: answer them NOT_COORDINATOR now, as a coordinator moving away
+                    # does.
+                    self.groups.stop_coordinating()
+                    await self._drain_connections()
+                    connections.cancel_scope.cancel()
+                quorum.cancel_scope.cancel()
         finally:
             self._stopping = True
             self._close_storage()
-        log.info("broker %d stopped", self.config.node_id)
+        log.info("node %d stopped", self.config.node_id)
 
     def _start_storage(self) -> None:
-        # The node registers before topics load so that replica placement can see it; its
-        # endpoints are filled in once the listeners are bound.
-        self._node = open_node_state(self.config, self.fs, self.random, self.now_ms)
+        self._node = open_node_state(
+            self.config,
+            fs=self.fs,
+            network=self.network,
+            rng=self.random,
+            wall_clock_ms=self.now_ms,
+            run_blocking=self.run_blocking,
+        )
         self.node.publisher.subscribe(self.groups)
 
     def _close_storage(self) -> None:
         if self._node is not None:
             self._node.close()
 
-    async def _start_listeners(self, services: trio.Nursery, connections: trio.Nursery) -> None:
+    async def _join_cluster(self) -> None:
+        """Wait until this node has applied what the quorum has committed; then migrate an
+        older data dir's topic files and delete the logs no partition owns."""
+        quorum = self.node.quorum
+        while True:
+            with trio.move_on_after(JOIN_LOG_INTERVAL_S):
+                await quorum.caught_up.wait()
+                break
+            log.warning(
+                "waiting for the controller quorum %s (leader %d, epoch %d)",
+                self.config.controller_quorum_voters or "of this node",
+                quorum.leader_id,
+                quorum.epoch,
+            )
+        await self._migrate_topic_files()
+        self.node.replicas.delete_strays(self.image)
+
+    async def _migrate_topic_files(self) -> None:
+        """Commit the topics of a data dir from before the metadata log, then remove their
+        files (see `legacy_topics`)."""
+        legacy = load_legacy_topics(self.fs, self.config.data_dir)
+        if not legacy:
+            return
+        controller = self.node.controller
+        if controller is None or not self.node.quorum.is_active:
+            raise MetadataStoreError(
+                f"{self.config.data_dir}: topic files from a single-node tidelog can only be "
+                f"migrated by a node that is its own controller quorum"
+            )
+        missing = [topic for topic in legacy if self.image.topic(topic.name) is None]
+        if missing:
+            records: list[MetadataRecord] = []
+            for topic in missing:
+                records.extend(topic.records(live_brokers=()))
+            await controller.commit(records)
+            log.info("migrated %d topics into the metadata log", len(missing))
+        remove_legacy_topic_files(self.fs, self.config.data_dir)
+
+    async def _register(self, services: trio.Nursery) -> None:
+        """Register with the active controller and heartbeat until unfenced."""
+        lifecycle = self.node.lifecycle
+        await lifecycle.register(self.advertised_endpoints())
+        services.start_soon(lifecycle.serve)
+        await lifecycle.unfenced.wait()
+
+    async def _start_listeners(
+        self, services: trio.Nursery, connections: trio.Nursery, *, controller: bool
+    ) -> None:
+        """Bind the controller listeners (of a controller node), or the client listeners."""
         for listener in self.config.listeners:
+            if self.config.is_controller_listener(listener.name) != controller:
+                continue
+            if controller and not self.config.is_controller:
+                continue
             context = server_ssl_context(listener.tls) if listener.tls is not None else None
-            handler = functools.partial(self._on_connection, listener)
+            router = self.controller_router if controller else self.router
+            handler = functools.partial(self._on_connection, listener, router)
             port: int = await services.start(
                 functools.partial(
                     self.network.serve_tcp,
@@ -196,7 +307,8 @@ class Broker:
             self.bound_addresses[listener.name] = (listener.host, port)
 
     def advertised_endpoints(self) -> tuple[Endpoint, ...]:
-        """Where clients reach this broker, per listener in config order (once serving)."""
+        """Where clients reach this broker, per client listener in config order (once
+        serving)."""
         return tuple(
             Endpoint(
                 listener.name,
@@ -204,20 +316,7 @@ class Broker:
                 listener.advertised_port or self.bound_addresses[listener.name][1],
                 SecurityProtocol.SSL if listener.tls is not None else SecurityProtocol.PLAINTEXT,
             )
-            for listener in self.config.listeners
-        )
-
-    def _register_self(self) -> None:
-        """Register again, now with the endpoints: a new broker epoch (the registration's
-        metadata offset), the same incarnation, unfenced at once (see `open_node_state`)."""
-        self.node.publisher.publish(
-            unfenced_registration(
-                self.config.node_id,
-                self.node.publisher.image.offset,
-                self.node.incarnation_id,
-                self.advertised_endpoints(),
-                self.config.rack,
-            )
+            for listener in self.config.client_listeners
         )
 
     def _background_services(self) -> list[Callable[[], Awaitable[None]]]:
@@ -327,7 +426,9 @@ class Broker:
                 self.config.shutdown_timeout_ms,
             )
 
-    async def _on_connection(self, listener: ListenerConfig, stream: trio.abc.Stream) -> None:
+    async def _on_connection(
+        self, listener: ListenerConfig, router: Router, stream: trio.abc.Stream
+    ) -> None:
         if self._stopping:
             return
         if len(self._connections) >= self.config.max_connections:
@@ -347,7 +448,7 @@ class Broker:
             listener_name=listener.name,
             local=self.bound_addresses[listener.name],
             peer=peer,
-            router=self.router,
+            router=router,
             broker=self,
             max_frame_bytes=self.config.socket_request_max_bytes,
             max_inflight=self.config.max_inflight_requests_per_connection,

@@ -1,52 +1,76 @@
-"""Topic management on a single node: the writer of the metadata image while there is no
-controller quorum.
+"""Topic changes as this broker asks for them: at the active controller, wherever it is.
 
-`TopicManager` turns topic requests into metadata records with the controller's pure rules
-(`controller/topics.py`), writes the topic's file durably (`TopicStore`), and only then
-publishes the records; the replica manager, a subscriber of the publisher, opens or deletes
-the partitions' logs. So after a crash at any point a restart finds either no topic or the
-whole topic (its missing logs are created), and a deleted topic's remaining logs are strays
-that the next start deletes.
+`TopicManager` is what the admin handlers and automatic topic creation call. On the active
+controller it runs the change in-process (`QuorumController`); elsewhere `create_topic`
+sends a CreateTopics request to the active controller and waits until the new topic has
+reached this node's image (the admin handlers forward whole requests themselves, see
+`handlers.forwarding`, so the other changes only ever run on the active controller).
+Either way the topic exists in the metadata log before the call returns, and the replica
+manager, a subscriber of the publisher, opens or deletes the partitions' logs as the
+change is applied.
+
+Errors are `TopicError` with the code the client gets: the rules' own, NOT_CONTROLLER when
+no controller could take the change, REQUEST_TIMED_OUT when it was taken but not known to
+be committed in time.
 """
 
 from __future__ import annotations
 
-import logging
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 
-from tidelog.broker.config import BrokerConfig
-from tidelog.broker.controller import topics as rules
+import trio
+
+from tidelog.broker.controller.channel import ControllerChannel
+from tidelog.broker.controller.controller import QuorumController
+from tidelog.broker.controller.quorum import MetadataQuorum, NotControllerError
+from tidelog.broker.controller.topics import TopicError
 from tidelog.broker.metadata.image import MetadataImage, TopicMetadata
-from tidelog.broker.metadata.publisher import MetadataPublisher
-from tidelog.broker.metadata.records import MetadataRecord
-from tidelog.broker.topic_store import StoredTopic, TopicStore
+from tidelog.client.protocol.errors import ErrorCode
+from tidelog.client.protocol.messages.admin import CREATE_TOPICS
 
-log = logging.getLogger(__name__)
+FORWARD_TIMEOUT_MS = 30_000
+
+
+@asynccontextmanager
+async def _as_topic_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except NotControllerError as exc:
+        raise TopicError(ErrorCode.NOT_CONTROLLER, str(exc)) from None
+    except trio.TooSlowError:
+        raise TopicError(
+            ErrorCode.REQUEST_TIMED_OUT, "the change was not committed in time"
+        ) from None
 
 
 class TopicManager:
-    """See the module docstring. Storage failures propagate as OSError (the caller answers
-    KAFKA_STORAGE_ERROR); rule violations as `TopicError`."""
+    """See the module docstring."""
 
     def __init__(
         self,
         *,
-        config: BrokerConfig,
-        store: TopicStore,
-        publisher: MetadataPublisher,
-        rng: random.Random,
+        quorum: MetadataQuorum,
+        controller: QuorumController | None,
+        channel: ControllerChannel,
     ) -> None:
-        self.config = config
-        self._store = store
-        self._publisher = publisher
-        self._rng = rng
+        self._quorum = quorum
+        self._controller = controller
+        self._channel = channel
 
     @property
     def image(self) -> MetadataImage:
-        return self._publisher.image
+        return self._quorum.image
 
-    def create_topic(
+    def _local(self) -> QuorumController:
+        if self._controller is None or not self._quorum.is_active:
+            raise TopicError(
+                ErrorCode.NOT_CONTROLLER,
+                f"this node is not the active controller (leader: {self._quorum.leader_id})",
+            )
+        return self._controller
+
+    async def create_topic(
         self,
         name: str,
         *,
@@ -58,65 +82,81 @@ class TopicManager:
     ) -> TopicMetadata:
         """Create a topic (see `controller.topics.create_topic` for the rules and errors);
         with `validate_only` nothing is written and the would-be topic is returned."""
-        records = rules.create_topic(
-            self.image,
-            self.config,
-            self._rng,
-            name,
-            num_partitions=num_partitions,
-            replication_factor=replication_factor,
-            configs=configs,
-            assignments=assignments,
-        )
-        topic = self._commit(name, records, validate_only=validate_only)
-        if not validate_only:
-            log.info(
-                "created topic %s (%s) with %d partitions, replication factor %d",
-                name,
-                topic.topic_id,
-                len(topic.partitions),
-                len(topic.partitions[0].replicas),
+        if not validate_only and (self._controller is None or not self._quorum.is_active):
+            forwarded = await self._forward_create(
+                name, num_partitions, replication_factor, configs, assignments
             )
-        return topic
+            if forwarded is not None:
+                return forwarded
+        async with _as_topic_errors():
+            return await self._local().create_topic(
+                name,
+                num_partitions=num_partitions,
+                replication_factor=replication_factor,
+                configs=configs,
+                assignments=assignments,
+                validate_only=validate_only,
+            )
 
-    def delete_topic(self, name: str) -> TopicMetadata:
-        """Delete a topic and its local logs; TopicError UNKNOWN_TOPIC_OR_PARTITION if absent."""
-        records = rules.delete_topic(self.image, name)
-        topic = rules.existing_topic(self.image, name)
-        self._store.remove(name)
-        self._publisher.publish(records)
-        log.info("deleted topic %s (%s)", name, topic.topic_id)
-        return topic
+    async def _forward_create(
+        self,
+        name: str,
+        num_partitions: int,
+        replication_factor: int,
+        configs: Mapping[str, str | None] | None,
+        assignments: Sequence[Sequence[int]] | None,
+    ) -> TopicMetadata | None:
+        """CreateTopics at the active controller; None if this node became it meanwhile."""
+        request = {
+            "topics": [
+                {
+                    "name": name,
+                    "num_partitions": num_partitions,
+                    "replication_factor": replication_factor,
+                    "assignments": [
+                        {"partition_index": i, "broker_ids": list(replicas)}
+                        for i, replicas in enumerate(assignments or ())
+                    ],
+                    "configs": [{"name": k, "value": v} for k, v in (configs or {}).items()],
+                }
+            ],
+            "timeout_ms": FORWARD_TIMEOUT_MS,
+            "validate_only": False,
+        }
+        async with _as_topic_errors():
+            with trio.fail_after(FORWARD_TIMEOUT_MS / 1000):
+                answer = await self._channel.call(
+                    CREATE_TOPICS.key,
+                    request,
+                    version=CREATE_TOPICS.valid.highest,
+                    timeout_ms=FORWARD_TIMEOUT_MS,
+                )
+                if answer is None:
+                    return None
+                result = answer["topics"][0]
+                if result["error_code"] != ErrorCode.NONE:
+                    raise TopicError(ErrorCode(result["error_code"]), result["error_message"] or "")
+                image = await self._quorum.wait_for(lambda i: i.topic(name) is not None)
+                topic = image.topic(name)
+                assert topic is not None
+                return topic
 
-    def create_partitions(
+    async def delete_topic(self, name: str) -> TopicMetadata:
+        """Delete a topic; TopicError UNKNOWN_TOPIC_OR_PARTITION if absent."""
+        async with _as_topic_errors():
+            return await self._local().delete_topic(name)
+
+    async def create_partitions(
         self, name: str, count: int, *, validate_only: bool = False
     ) -> TopicMetadata:
         """Grow topic `name` to `count` partitions; returns the new metadata."""
-        current = len(rules.existing_topic(self.image, name).partitions)
-        records = rules.create_partitions(self.image, self._rng, name, count)
-        grown = self._commit(name, records, validate_only=validate_only)
-        if not validate_only:
-            log.info("topic %s now has %d partitions (was %d)", name, count, current)
-        return grown
+        async with _as_topic_errors():
+            return await self._local().create_partitions(name, count, validate_only=validate_only)
 
-    def alter_configs(
+    async def alter_configs(
         self, name: str, overrides: Mapping[str, str | None], *, validate_only: bool = False
     ) -> TopicMetadata:
         """Make `overrides` (None values dropped) topic `name`'s config overrides; they
-        apply to its open logs at once (segment settings from the next roll)."""
-        records = rules.alter_configs(self.image, self.config, name, overrides)
-        altered = self._commit(name, records, validate_only=validate_only)
-        if not validate_only:
-            log.info("topic %s configs are now %s", name, dict(altered.configs))
-        return altered
-
-    def _commit(
-        self, name: str, records: list[MetadataRecord], *, validate_only: bool
-    ) -> TopicMetadata:
-        """Write the topic's file, then publish: the order a restart relies on."""
-        topic = self.image.apply_all(records).topic(name)
-        assert topic is not None, f"records for {name} do not leave it in the image"
-        if not validate_only:
-            self._store.write(StoredTopic.of(topic))
-            self._publisher.publish(records)
-        return topic
+        apply to its open logs once committed (segment settings from the next roll)."""
+        async with _as_topic_errors():
+            return await self._local().alter_configs(name, overrides, validate_only=validate_only)

@@ -68,8 +68,10 @@ class LogDirectory:
         data_dir: str,
         now_ms: Callable[[], int],
         config_for: Callable[[str], LogConfig],
+        reserved: frozenset[str] = frozenset(),
     ) -> None:
         self.fs = fs
+        self._reserved = reserved
         self.data_dir = data_dir
         self._now_ms = now_ms
         self._config_for = config_for
@@ -85,16 +87,19 @@ class LogDirectory:
         now_ms: Callable[[], int],
         *,
         config_for: Callable[[str], LogConfig] | None = None,
+        reserved: frozenset[str] = frozenset(),
     ) -> LogDirectory:
         """Open `data_dir` (created if missing) and recover every partition log in it.
 
         `config_for(topic)` gives each discovered log its config (default: LogConfig()).
+        Directories named in `reserved` belong to someone else (the metadata log) and are
+        passed over.
         Blocks on I/O: run it before serving, or off the event loop.
         """
         if not fs.is_dir(data_dir):
             fs.mkdir(data_dir)
             fs.fsync_dir(posixpath.dirname(data_dir.rstrip("/")) or ".")
-        directory = cls(fs, data_dir, now_ms, config_for or (lambda _topic: LogConfig()))
+        directory = cls(fs, data_dir, now_ms, config_for or (lambda _topic: LogConfig()), reserved)
         directory._load()
         return directory
 
@@ -124,7 +129,7 @@ class LogDirectory:
                 logger.info("%s: removing leftover temporary file %s", self.data_dir, name)
                 self.fs.remove(path)
                 continue
-            if not self.fs.is_dir(path):
+            if not self.fs.is_dir(path) or name in self._reserved:
                 continue
             if name.endswith(DELETE_SUFFIX):
                 self._remove_tree(path)

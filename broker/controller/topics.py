@@ -31,6 +31,8 @@ from tidelog.client.protocol.configs import ConfigResourceType
 from tidelog.client.protocol.errors import ErrorCode
 
 TOPIC_NAME_MAX_CHARS = 249
+METADATA_TOPIC = "__cluster_metadata"
+"""Reserved: the controller quorum's log (KRaft's)."""
 MAX_PARTITIONS_PER_TOPIC = 10_000
 
 _LEGAL_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]+")
@@ -104,6 +106,8 @@ def create_topic(
     Raises TopicError: INVALID_TOPIC_EXCEPTION, TOPIC_ALREADY_EXISTS, INVALID_PARTITIONS,
     INVALID_REPLICATION_FACTOR, INVALID_REPLICA_ASSIGNMENT, INVALID_CONFIG."""
     validate_topic_name(name)
+    if name == METADATA_TOPIC:
+        raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"{name} is the cluster's metadata log")
     if image.topic(name) is not None:
         raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
     key = collision_key(name)
@@ -114,15 +118,15 @@ def create_topic(
             f"topic {name!r} collides with existing topic {colliding!r} ('.' and '_' "
             f"are the same in metric names)",
         )
-    brokers = [b.node_id for b in image.brokers()]
     if assignments is not None:
-        placement = _checked_assignments(assignments, brokers)
+        placement = _checked_assignments(assignments, [b.node_id for b in image.brokers()])
     else:
         partitions = config.num_partitions if num_partitions == -1 else num_partitions
         _check_partition_count(partitions)
         factor = (
             config.default_replication_factor if replication_factor == -1 else replication_factor
         )
+        brokers = placement_brokers(image)
         if factor < 1 or factor > len(brokers):
             raise TopicError(
                 ErrorCode.INVALID_REPLICATION_FACTOR,
@@ -134,9 +138,9 @@ def create_topic(
     overrides = checked_configs(config, configs or {})
     topic_id = _new_topic_id(image, rng)
     records: list[MetadataRecord] = [TopicRecord(name, topic_id)]
+    live = {b for b, _rack in placement_brokers(image)}
     records.extend(
-        new_partition(topic_id, index, replicas, brokers)
-        for index, replicas in enumerate(placement)
+        new_partition(topic_id, index, replicas, live) for index, replicas in enumerate(placement)
     )
     records.extend(topic_config(name, key, value) for key, value in sorted(overrides.items()))
     return records
@@ -160,7 +164,7 @@ def create_partitions(
             ErrorCode.INVALID_PARTITIONS,
             f"number of partitions must be at most {MAX_PARTITIONS_PER_TOPIC}, got {count}",
         )
-    brokers = [b.node_id for b in image.brokers()]
+    brokers = placement_brokers(image)
     factor = len(topic.partitions[0].replicas)
     if factor > len(brokers):
         raise TopicError(
@@ -168,8 +172,9 @@ def create_partitions(
             f"replication factor {factor} is more than the {len(brokers)} available brokers",
         )
     added = assign_replicas(brokers, count - current, factor, rng, first_index=current)
+    live = {b for b, _rack in brokers}
     return [
-        new_partition(topic.topic_id, current + offset, replicas, brokers)
+        new_partition(topic.topic_id, current + offset, replicas, live)
         for offset, replicas in enumerate(added)
     ]
 
@@ -214,22 +219,60 @@ def checked_configs(config: BrokerConfig, configs: Mapping[str, str | None]) -> 
     return overrides
 
 
+def placement_brokers(image: MetadataImage) -> list[tuple[int, str | None]]:
+    """(id, rack) of the brokers new replicas may go to: registered, unfenced and not
+    shutting down (Kafka's usable brokers), by id."""
+    return [
+        (b.node_id, b.rack)
+        for b in image.brokers()
+        if not b.fenced and not b.in_controlled_shutdown
+    ]
+
+
+def rack_alternated(brokers: Sequence[tuple[int, str | None]]) -> list[int]:
+    """Broker ids taking one from each rack in turn (racks by name, brokers by id within a
+    rack), as Kafka's rack-aware assignment orders them; brokers without a rack count as
+    one rack of their own."""
+    by_rack: dict[str, list[int]] = {}
+    for node_id, rack in sorted(brokers):
+        by_rack.setdefault(rack if rack is not None else "", []).append(node_id)
+    racks = [by_rack[r] for r in sorted(by_rack)]
+    ordered: list[int] = []
+    for i in range(max((len(r) for r in racks), default=0)):
+        ordered.extend(r[i] for r in racks if i < len(r))
+    return ordered
+
+
 def assign_replicas(
-    brokers: Sequence[int],
+    brokers: Sequence[tuple[int, str | None]],
     partitions: int,
     factor: int,
     rng: random.Random,
     *,
     first_index: int = 0,
 ) -> list[tuple[int, ...]]:
-    """Replica lists for partitions first_index.. : round-robin from a random start, as
-    Kafka's rack-unaware assignment: leaders spread over the brokers, each partition's
-    followers are the next brokers."""
-    start = rng.randrange(len(brokers))
-    return [
-        tuple(brokers[(start + p + j) % len(brokers)] for j in range(factor))
-        for p in range(first_index, first_index + partitions)
-    ]
+    """Replica lists for partitions first_index.. over `brokers` ((id, rack) pairs): the
+    leaders go round-robin over the rack-alternated brokers from a random start, so they
+    spread evenly; each partition's followers are the next brokers in that order whose
+    rack the partition does not use yet, and only once every rack is used, the next
+    brokers whatever their rack. Without racks this is Kafka's rack-unaware round-robin."""
+    ordered = rack_alternated(brokers)
+    rack_of = {node_id: rack for node_id, rack in brokers}
+    racks = len(set(rack_of.values()))
+    start = rng.randrange(len(ordered))
+    placement = []
+    for p in range(first_index, first_index + partitions):
+        first = (start + p) % len(ordered)
+        replicas = [ordered[first]]
+        candidates = [ordered[(first + j) % len(ordered)] for j in range(1, len(ordered))]
+        for candidate in candidates:
+            if len(replicas) == factor:
+                break
+            used = {rack_of[r] for r in replicas}
+            if rack_of[candidate] not in used or len(used) >= racks:
+                replicas.append(candidate)
+        placement.append(tuple(replicas))
+    return placement
 
 
 def _check_partition_count(partitions: int) -> None:

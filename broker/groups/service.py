@@ -26,7 +26,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -38,7 +38,6 @@ from tidelog.broker.groups.effects import Append, Output, RequestId
 from tidelog.broker.metadata.delta import LocalChanges
 from tidelog.broker.metadata.image import MetadataImage
 from tidelog.broker.replica_manager import PartitionError, ReplicaManager
-from tidelog.broker.topics import TopicManager
 from tidelog.client.protocol.errors import ErrorCode, ProtocolError
 from tidelog.client.protocol.records import (
     RecordInput,
@@ -48,6 +47,9 @@ from tidelog.client.protocol.records import (
 )
 from tidelog.client.protocol.schema import Message
 from tidelog.storage.errors import StorageError
+
+if TYPE_CHECKING:
+    from tidelog.broker.topics import TopicManager
 
 
 class GroupServiceHost(Protocol):
@@ -116,12 +118,12 @@ class GroupService:
 
     # -- the offsets topic
 
-    def offsets_topic_ready(self) -> bool:
+    async def offsets_topic_ready(self) -> bool:
         """Create and load `__consumer_offsets` if needed; False if it cannot be created."""
         topics = self._broker.topics
         if self._broker.image.topic(OFFSETS_TOPIC) is None:
             try:
-                topics.create_topic(
+                await topics.create_topic(
                     OFFSETS_TOPIC,
                     num_partitions=self._partitions,
                     replication_factor=1,

@@ -1,7 +1,7 @@
 """The broker's API table: one `route(...)` line per API, with the versions it advertises.
 
 Only APIs listed here are advertised in ApiVersions, so never add a route without a handler.
-The ranges follow what the real clients need (see NOTES.md): ApiVersions 0-3 (librdkafka
+The ranges follow what the real clients need: ApiVersions 0-3 (librdkafka
 sends 3, kafka-python tries 4 and falls back on UNSUPPORTED_VERSION).
 """
 
@@ -20,6 +20,7 @@ from tidelog.broker.handlers import (
     metadata,
     offset_for_leader_epoch,
     produce,
+    quorum,
     topic_admin,
 )
 from tidelog.broker.router import Route, route
@@ -56,4 +57,32 @@ ROUTES: tuple[Route, ...] = (
     route(16, "0-5", groups.list_groups),
     route(42, "0-2", groups.delete_groups),
     route(47, "0", groups.offset_delete),
+    route(55, "0-2", quorum.describe_quorum, error_response=quorum.describe_quorum_error_response),
+    route(64, "0", quorum.unregister_broker, error_response=quorum.unregister_error_response),
 )  # fmt: skip
+
+CONTROLLER_ROUTES: tuple[Route, ...] = (
+    route(18, "0-3", api_versions.handle),
+    route(52, "2", quorum.raft),
+    route(53, "1", quorum.raft),
+    route(54, "1", quorum.raft),
+    route(1, "12", quorum.raft),
+    route(59, "1", quorum.raft),
+    route(55, "0-2", quorum.describe_quorum, error_response=quorum.describe_quorum_error_response),
+    route(62, "0-4", quorum.broker_registration,
+          error_response=quorum.registration_error_response),
+    route(63, "0-1", quorum.broker_heartbeat, error_response=quorum.heartbeat_error_response),
+    route(64, "0", quorum.unregister_broker, error_response=quorum.unregister_error_response),
+    route(67, "0", quorum.allocate_producer_ids,
+          error_response=quorum.producer_ids_error_response),
+    route(19, "2-7", topic_admin.create_topics,
+          error_response=topic_admin.create_topics_error_response),
+    route(20, "1-6", topic_admin.delete_topics,
+          error_response=topic_admin.delete_topics_error_response),
+    route(37, "0-3", topic_admin.create_partitions,
+          error_response=topic_admin.create_partitions_error_response),
+    route(33, "0-2", configs.alter, error_response=configs.alter_error_response),
+    route(44, "0-1", configs.incremental_alter, error_response=configs.alter_error_response),
+)  # fmt: skip
+"""The controller listener's API table: the quorum, the broker lifecycle, and the admin
+requests that brokers forward to the active controller."""

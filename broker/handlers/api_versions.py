@@ -26,6 +26,6 @@ async def handle(ctx: RequestContext, request: Message) -> Message:
         return {"error_code": int(ErrorCode.INVALID_REQUEST), "api_keys": []}
     return {
         "error_code": int(ErrorCode.NONE),
-        "api_keys": ctx.broker.router.api_versions(),
+        "api_keys": ctx.router.api_versions(),
         "throttle_time_ms": 0,
     }

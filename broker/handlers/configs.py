@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from tidelog.broker.config_entries import ConfigEntry, broker_config_entries, topic_config_entries
 from tidelog.broker.controller.topics import TopicError
+from tidelog.broker.handlers.forwarding import to_controller
 from tidelog.broker.router import RequestContext
 from tidelog.broker.topic_config import TOPIC_CONFIGS
 from tidelog.client.protocol.configs import AlterOperation, ConfigResourceType, ConfigType
@@ -169,7 +170,10 @@ def _apply_operations(current: Mapping[str, str], configs: list[Message]) -> dic
     return updated
 
 
-def _alter(ctx: RequestContext, request: Message, update: OverridesUpdate) -> Message:
+async def _alter(ctx: RequestContext, request: Message, update: OverridesUpdate) -> Message:
+    forwarded = await to_controller(ctx, request, alter_error_response)
+    if forwarded is not None:
+        return forwarded
     duplicates = _duplicates(request["resources"])
     responses = []
     for resource in request["resources"]:
@@ -179,7 +183,7 @@ def _alter(ctx: RequestContext, request: Message, update: OverridesUpdate) -> Me
         try:
             if (resource_type, name) in duplicates:
                 raise _ResourceError(ErrorCode.INVALID_REQUEST, "resource named twice")
-            _alter_resource(ctx.broker, resource, update, request["validate_only"])
+            await _alter_resource(ctx.broker, resource, update, request["validate_only"])
         except _ResourceError as exc:
             code, message = exc.code, exc.message
         except TopicError as exc:
@@ -195,7 +199,7 @@ def _alter(ctx: RequestContext, request: Message, update: OverridesUpdate) -> Me
     return {"throttle_time_ms": 0, "responses": responses}
 
 
-def _alter_resource(
+async def _alter_resource(
     broker: BrokerContext, resource: Message, update: OverridesUpdate, validate_only: bool
 ) -> None:
     resource_type: int = resource["resource_type"]
@@ -218,15 +222,15 @@ def _alter_resource(
     if repeated:
         raise _ResourceError(ErrorCode.INVALID_REQUEST, f"configs named twice: {repeated}")
     overrides = update(topic.configs, resource["configs"])
-    broker.topics.alter_configs(name, overrides, validate_only=validate_only)
+    await broker.topics.alter_configs(name, overrides, validate_only=validate_only)
 
 
 async def alter(ctx: RequestContext, request: Message) -> Message:
-    return _alter(ctx, request, _replace_all)
+    return await _alter(ctx, request, _replace_all)
 
 
 async def incremental_alter(ctx: RequestContext, request: Message) -> Message:
-    return _alter(ctx, request, _apply_operations)
+    return await _alter(ctx, request, _apply_operations)
 
 
 def alter_error_response(request: Message, version: int, code: ErrorCode) -> Message:

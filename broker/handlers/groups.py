@@ -31,11 +31,12 @@ def _service(ctx: RequestContext) -> GroupService:
 
 async def find_coordinator(ctx: RequestContext, request: Message) -> Message:
     service = _service(ctx)
+    ready = await service.offsets_topic_ready()
 
     def locate(key_type: int, key: str) -> CoordinatorNode | ErrorCode:
         if key_type != GROUP_KEY_TYPE:
             return ErrorCode.INVALID_REQUEST  # no transaction coordinator
-        if not service.offsets_topic_ready():
+        if not ready:
             return ErrorCode.COORDINATOR_NOT_AVAILABLE
         leader = service.partition_leader(key)
         node = ctx.broker.image.broker(leader) if leader is not None else None

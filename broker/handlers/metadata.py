@@ -50,7 +50,7 @@ async def handle(ctx: RequestContext, request: Message) -> Message:
             if name is None:
                 topics.append(_topic_by_id(image, topic_id, version))
             else:
-                topics.append(_topic_by_name(ctx, name, auto_create))
+                topics.append(await _topic_by_name(ctx, name, auto_create))
     return {
         "throttle_time_ms": 0,
         "brokers": _brokers(image, ctx.connection.listener_name),
@@ -68,7 +68,7 @@ def _brokers(image: MetadataImage, listener_name: str) -> list[Message]:
     ]
 
 
-def _topic_by_name(ctx: RequestContext, name: str, auto_create: bool) -> Message:
+async def _topic_by_name(ctx: RequestContext, name: str, auto_create: bool) -> Message:
     image = ctx.broker.image
     topic = image.topic(name)
     if topic is not None:
@@ -80,7 +80,7 @@ def _topic_by_name(ctx: RequestContext, name: str, auto_create: bool) -> Message
     if not auto_create:
         return _topic_error(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, name)
     try:
-        topic = ctx.broker.topics.create_topic(name)
+        topic = await ctx.broker.topics.create_topic(name)
     except TopicError as exc:
         log.info("auto-creating topic %r failed: %s", name, exc.message)
         return _topic_error(exc.error_code, name)

@@ -57,11 +57,16 @@ async def handle(ctx: RequestContext, request: Message) -> Message | None:
     responses = []
     awaiting: list[tuple[Message, Partition, int]] = []
     failed = False
+    missing: dict[str, PartitionError | None] = {}
     for topic_data in request["topic_data"]:
-        name: str = topic_data["name"]
+        name = topic_data["name"]
+        if name not in missing and ctx.broker.image.topic(name) is None:
+            missing[name] = await _ensure_topic(ctx, name)
+    for topic_data in request["topic_data"]:
+        name = topic_data["name"]
         partitions = []
         for partition_data in topic_data["partition_data"]:
-            entry, appended = _produce_partition(ctx, name, partition_data)
+            entry, appended = _produce_partition(ctx, name, partition_data, missing.get(name))
             failed |= entry["error_code"] != ErrorCode.NONE
             partitions.append(entry)
             if appended is not None:
@@ -87,11 +92,14 @@ async def handle(ctx: RequestContext, request: Message) -> Message | None:
 
 
 def _produce_partition(
-    ctx: RequestContext, topic: str, partition_data: Message
+    ctx: RequestContext, topic: str, partition_data: Message, creation: PartitionError | None
 ) -> tuple[Message, tuple[Partition, int] | None]:
-    """(the partition's answer, (partition, last offset) if a batch was appended)."""
+    """(the partition's answer, (partition, last offset) if a batch was appended);
+    `creation` is why the topic could not be created, if it had to be."""
     index: int = partition_data["index"]
     try:
+        if creation is not None:
+            raise creation
         partition, result = _append(ctx, topic, index, partition_data["records"])
     except PartitionError as exc:
         return _partition_error(index, exc.code, exc.message), None
@@ -101,19 +109,20 @@ def _produce_partition(
     return answer, (partition, result.last_offset)
 
 
-def _ensure_topic(ctx: RequestContext, topic: str) -> None:
+async def _ensure_topic(ctx: RequestContext, topic: str) -> PartitionError | None:
+    """Create a missing topic (if auto-creation is on); why it cannot be, if it cannot."""
     broker = ctx.broker
-    if broker.image.topic(topic) is None:
-        if not broker.config.auto_create_topics_enable:
-            raise PartitionError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
-        try:
-            broker.topics.create_topic(topic)
-        except TopicError as exc:
-            if exc.error_code != ErrorCode.TOPIC_ALREADY_EXISTS:
-                raise PartitionError(exc.error_code, exc.message) from None
-        except OSError:
-            log.exception("auto-creating topic %r failed in storage", topic)
-            raise PartitionError(ErrorCode.KAFKA_STORAGE_ERROR) from None
+    if not broker.config.auto_create_topics_enable:
+        return PartitionError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+    try:
+        await broker.topics.create_topic(topic)
+    except TopicError as exc:
+        if exc.error_code != ErrorCode.TOPIC_ALREADY_EXISTS:
+            return PartitionError(exc.error_code, exc.message)
+    except OSError:
+        log.exception("auto-creating topic %r failed in storage", topic)
+        return PartitionError(ErrorCode.KAFKA_STORAGE_ERROR)
+    return None
 
 
 def _single_batch(records: bytes | None) -> BatchHeader:
@@ -157,7 +166,6 @@ def _check_keys(records: bytes) -> None:
 def _append(
     ctx: RequestContext, topic: str, index: int, records: bytes | None
 ) -> tuple[Partition, AppendResult]:
-    _ensure_topic(ctx, topic)
     found = ctx.broker.replicas.leader(topic, index)
     if isinstance(found, ErrorCode):
         raise PartitionError(found)

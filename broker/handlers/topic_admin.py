@@ -1,8 +1,9 @@
 """CreateTopics (19), DeleteTopics (20), CreatePartitions (37).
 
-This node is the controller of its cluster of one, so it applies each change itself,
-durably, before answering; `timeout_ms` is therefore never reached. Each topic succeeds or
-fails on its own, with the error code Kafka uses and a message saying why. A topic named
+The active controller carries each change out and answers once it is committed to the
+metadata log; any other broker forwards the request there (`forwarding`) and answers once
+its own image shows the change (or a few seconds have passed). Each topic succeeds or fails
+on its own, with the error code Kafka uses and a message saying why. A topic named
 twice in one request gets INVALID_REQUEST for every occurrence. A storage failure answers
 KAFKA_STORAGE_ERROR for the topic it hit.
 
@@ -17,11 +18,12 @@ import functools
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple, TypeVar
 
 from tidelog.broker.config_entries import topic_config_entries
 from tidelog.broker.controller.topics import TopicError
+from tidelog.broker.handlers.forwarding import to_controller, wait_reflected
 from tidelog.broker.router import RequestContext
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.schema import Message
@@ -38,10 +40,10 @@ class _Failed(NamedTuple):
     message: str
 
 
-def _attempt(action: Callable[[], T], what: str) -> T | _Failed:
+async def _attempt(action: Callable[[], Awaitable[T]], what: str) -> T | _Failed:
     """Run `action`; a TopicError or a storage failure becomes a `_Failed`."""
     try:
-        return action()
+        return await action()
     except TopicError as exc:
         return _Failed(exc.error_code, exc.message)
     except OSError as exc:
@@ -57,6 +59,12 @@ def _repeated(names: list[str]) -> set[str]:
 
 
 async def create_topics(ctx: RequestContext, request: Message) -> Message:
+    forwarded = await to_controller(ctx, request, create_topics_error_response)
+    if forwarded is not None:
+        created = [t["name"] for t in forwarded["topics"] if t["error_code"] == ErrorCode.NONE]
+        if not request["validate_only"]:
+            await wait_reflected(ctx, lambda image: all(image.topic(n) for n in created))
+        return forwarded
     repeated = _repeated([t["name"] for t in request["topics"]])
     validate_only: bool = request["validate_only"]
     results = []
@@ -67,14 +75,14 @@ async def create_topics(ctx: RequestContext, request: Message) -> Message:
                 _created_error(name, ErrorCode.INVALID_REQUEST, "topic named twice in the request")
             )
             continue
-        outcome = _attempt(
+        outcome = await _attempt(
             functools.partial(_create_one, ctx, topic, validate_only), f"creating {name}"
         )
         results.append(_created_error(name, *outcome) if isinstance(outcome, _Failed) else outcome)
     return {"throttle_time_ms": 0, "topics": results}
 
 
-def _create_one(ctx: RequestContext, topic: Message, validate_only: bool) -> Message:
+async def _create_one(ctx: RequestContext, topic: Message, validate_only: bool) -> Message:
     assignments = topic["assignments"]
     if assignments and (topic["num_partitions"] != -1 or topic["replication_factor"] != -1):
         raise TopicError(
@@ -91,7 +99,7 @@ def _create_one(ctx: RequestContext, topic: Message, validate_only: bool) -> Mes
     configs = {c["name"]: c["value"] for c in topic["configs"]}
     if len(configs) != len(topic["configs"]):
         raise TopicError(ErrorCode.INVALID_REQUEST, "a config is named twice")
-    created = ctx.broker.topics.create_topic(
+    created = await ctx.broker.topics.create_topic(
         topic["name"],
         num_partitions=topic["num_partitions"],
         replication_factor=topic["replication_factor"],
@@ -145,6 +153,11 @@ def _requested_deletions(request: Message, version: int) -> list[tuple[str | Non
 
 
 async def delete_topics(ctx: RequestContext, request: Message) -> Message:
+    forwarded = await to_controller(ctx, request, delete_topics_error_response)
+    if forwarded is not None:
+        gone = [r["topic_id"] for r in forwarded["responses"] if r["error_code"] == ErrorCode.NONE]
+        await wait_reflected(ctx, lambda image: not any(image.topic_by_id(i) for i in gone))
+        return forwarded
     requested = _requested_deletions(request, ctx.api_version)
     repeated_names = _repeated([name for name, _ in requested if name is not None])
     repeated_ids = _repeated([str(i) for name, i in requested if name is None])
@@ -156,14 +169,14 @@ async def delete_topics(ctx: RequestContext, request: Message) -> Message:
         elif name in repeated_names or (name is None and str(topic_id) in repeated_ids):
             code, message = ErrorCode.INVALID_REQUEST, "topic named twice in the request"
         else:
-            code, message, name, topic_id = _delete_one(ctx, name, topic_id)
+            code, message, name, topic_id = await _delete_one(ctx, name, topic_id)
         responses.append(
             {"name": name, "topic_id": topic_id, "error_code": int(code), "error_message": message}
         )
     return {"throttle_time_ms": 0, "responses": responses}
 
 
-def _delete_one(
+async def _delete_one(
     ctx: RequestContext, name: str | None, topic_id: uuid.UUID
 ) -> tuple[ErrorCode, str | None, str | None, uuid.UUID]:
     image = ctx.broker.image
@@ -179,7 +192,9 @@ def _delete_one(
             topic.name,
             topic.topic_id,
         )
-    outcome = _attempt(lambda: ctx.broker.topics.delete_topic(topic.name), f"deleting {topic.name}")
+    outcome = await _attempt(
+        functools.partial(ctx.broker.topics.delete_topic, topic.name), f"deleting {topic.name}"
+    )
     if isinstance(outcome, _Failed):
         return outcome.code, outcome.message, topic.name, topic.topic_id
     return ErrorCode.NONE, None, topic.name, topic.topic_id
@@ -199,6 +214,9 @@ def delete_topics_error_response(request: Message, version: int, code: ErrorCode
 
 
 async def create_partitions(ctx: RequestContext, request: Message) -> Message:
+    forwarded = await to_controller(ctx, request, create_partitions_error_response)
+    if forwarded is not None:
+        return forwarded
     repeated = _repeated([t["name"] for t in request["topics"]])
     results = []
     for topic in request["topics"]:
@@ -208,7 +226,7 @@ async def create_partitions(ctx: RequestContext, request: Message) -> Message:
         if name in repeated:
             code, message = ErrorCode.INVALID_REQUEST, "topic named twice in the request"
         else:
-            outcome = _attempt(
+            outcome = await _attempt(
                 functools.partial(_grow, ctx, topic, request["validate_only"]),
                 f"adding partitions to {name}",
             )
@@ -220,7 +238,7 @@ async def create_partitions(ctx: RequestContext, request: Message) -> Message:
     return {"throttle_time_ms": 0, "results": results}
 
 
-def _grow(ctx: RequestContext, topic: Message, validate_only: bool) -> None:
+async def _grow(ctx: RequestContext, topic: Message, validate_only: bool) -> None:
     name: str = topic["name"]
     count: int = topic["count"]
     existing = ctx.broker.image.topic(name)
@@ -245,7 +263,7 @@ def _grow(ctx: RequestContext, topic: Message, validate_only: bool) -> None:
                     ErrorCode.INVALID_REPLICA_ASSIGNMENT,
                     f"replicas {replicas} must be {factor} distinct known brokers",
                 )
-    ctx.broker.topics.create_partitions(name, count, validate_only=validate_only)
+    await ctx.broker.topics.create_partitions(name, count, validate_only=validate_only)
 
 
 def create_partitions_error_response(request: Message, version: int, code: ErrorCode) -> Message:

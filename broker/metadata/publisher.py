@@ -2,9 +2,10 @@
 
 `publish(records)` applies the records to the current image, makes the result current, and
 calls every subscriber with the node's `LocalChanges` and the new image, in subscription
-order, before it returns. Subscribers (the replica manager, the group service) act at once
-and synchronously; readers (the handlers) just read `image`. A record that does not apply
-raises MetadataError and nothing changes.
+order, before it returns; `publish_image(image)` does the same with an image made
+elsewhere (the metadata log's replay, a snapshot). Subscribers (the replica manager, the
+group service) act at once and synchronously; readers (the handlers) just read `image`. A
+record that does not apply raises MetadataError and nothing changes.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ class MetadataPublisher:
         self._subscribers.append(subscriber)
 
     def publish(self, records: Iterable[MetadataRecord]) -> LocalChanges:
+        return self.publish_image(self.image.apply_all(records))
+
+    def publish_image(self, new: MetadataImage) -> LocalChanges:
         old = self.image
-        new = old.apply_all(records)
         self.image = new
         changes = LocalChanges.between(old, new, self.node_id)
         for subscriber in self._subscribers:

@@ -197,6 +197,33 @@ def decode_record_and_version(data: bytes | bytearray | memoryview) -> tuple[Met
     return _from_message(_CLASS_OF[api_key], schema.fields, message), version
 
 
+def encode_records(records: Sequence[MetadataRecord]) -> bytes:
+    """The records of one controller operation as one metadata log entry: each record's
+    `encode_record` bytes preceded by their length (unsigned varint). An entry is applied
+    whole or not at all, as Kafka's controller appends an operation as one atomic batch."""
+    writer = Writer()
+    for record in records:
+        data = encode_record(record)
+        writer.uvarint(len(data))
+        writer.raw(data)
+    return writer.getvalue()
+
+
+def decode_records(data: bytes | bytearray | memoryview) -> list[MetadataRecord]:
+    """The records of an `encode_records` entry; MetadataRecordError if `data` is not a
+    sequence of whole, valid records."""
+    reader = Reader(data)
+    records = []
+    while reader.remaining:
+        try:
+            size = reader.uvarint()
+            body = reader.raw(size)
+        except _DECODE_ERRORS as exc:
+            raise MetadataRecordError(f"truncated metadata record entry: {exc}") from None
+        records.append(decode_record(body))
+    return records
+
+
 # --- control records ----------------------------------------------------------------------
 
 

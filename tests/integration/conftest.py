@@ -43,6 +43,7 @@ class RunningBroker:
     host: str
     port: int
     stopped: trio.Event
+    scope: trio.CancelScope
 
     @property
     def bootstrap(self) -> str:
@@ -53,6 +54,11 @@ class RunningBroker:
 
     async def client(self, ssl_context: ssl.SSLContext | None = None) -> WireClient:
         return await WireClient.connect(self.network, self.host, self.port, ssl_context=ssl_context)
+
+    async def kill(self) -> None:
+        """Stop at once, as a killed process does (no shutdown); returns once stopped."""
+        self.scope.cancel()
+        await self.stopped.wait()
 
     async def stop(self) -> None:
         """Clean shutdown; returns once `serve` has returned."""
@@ -103,16 +109,18 @@ async def start_broker(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[S
             router=router,
         )
         stopped = trio.Event()
+        scope = trio.CancelScope()
 
         async def serve(task_status: trio.TaskStatus[None]) -> None:
             try:
-                await broker.serve(task_status=task_status)
+                with scope:
+                    await broker.serve(task_status=task_status)
             finally:
                 stopped.set()
 
         await nursery.start(serve)
         host, port = broker.bound_addresses[config.listeners[0].name]
-        handle = RunningBroker(broker, network, host, port, stopped)
+        handle = RunningBroker(broker, network, host, port, stopped, scope)
         running.append(handle)
         return handle
 

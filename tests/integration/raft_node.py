@@ -16,8 +16,9 @@ import trio
 
 from tidelog.broker.controller.raft.core import RaftConfig, RaftCore, Ready
 from tidelog.broker.controller.raft.driver import RaftDriver, now_ms
+from tidelog.broker.controller.raft.listener import serve_quorum_connection
 from tidelog.broker.controller.raft.store import RaftStore
-from tidelog.broker.controller.raft.transport import WireTransport, serve_quorum_connection
+from tidelog.broker.controller.raft.transport import WireTransport
 from tidelog.broker.network import TcpNetwork
 from tidelog.broker.runner import run_in_thread
 from tidelog.storage.filesystem import OsFileSystem

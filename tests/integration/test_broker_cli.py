@@ -82,7 +82,7 @@ async def test_dev_serves_then_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
         with trio.fail_after(TIMEOUT_S):
             assert await broker.process.wait() == 0
     log_text = broker.stderr_path.read_text()
-    assert "broker 0 stopped" in log_text
+    assert "node 0 stopped" in log_text
     assert "Traceback" not in log_text
     # A clean shutdown leaves checkpoints, so the next start has nothing to scan.
     assert (data_dir / "recovery-point-offset-checkpoint").exists()

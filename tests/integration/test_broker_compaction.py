@@ -12,7 +12,7 @@ ROUNDS = 40
 
 
 async def test_the_cleaner_keeps_the_latest_record_per_key(broker: RunningBroker) -> None:
-    broker.broker.topics.create_topic(
+    await broker.broker.topics.create_topic(
         "compacted",
         configs={"cleanup.policy": "compact", "segment.bytes": "2048",
                  "min.cleanable.dirty.ratio": "0.1"},
@@ -51,7 +51,7 @@ async def test_the_cleaner_keeps_the_latest_record_per_key(broker: RunningBroker
 
 
 async def test_a_compacted_topic_takes_only_keyed_records(broker: RunningBroker) -> None:
-    broker.broker.topics.create_topic("keyed-only", configs={"cleanup.policy": "compact"})
+    await broker.broker.topics.create_topic("keyed-only", configs={"cleanup.policy": "compact"})
     keyed = encode_batch([RecordInput(key=b"k", value=b"v")])
     keyless = encode_batch([RecordInput(key=b"k", value=b"v"), RecordInput(value=b"no key")])
 
@@ -76,8 +76,8 @@ async def test_a_compacted_topic_takes_only_keyed_records(broker: RunningBroker)
 
 
 async def test_delete_records_is_refused_on_a_compact_only_topic(broker: RunningBroker) -> None:
-    broker.broker.topics.create_topic("compact-only", configs={"cleanup.policy": "compact"})
-    broker.broker.topics.create_topic("both", configs={"cleanup.policy": "compact,delete"})
+    await broker.broker.topics.create_topic("compact-only", configs={"cleanup.policy": "compact"})
+    await broker.broker.topics.create_topic("both", configs={"cleanup.policy": "compact,delete"})
     for name in ("compact-only", "both"):
         append_as_leader(broker.broker, name, 0, encode_batch([RecordInput(key=b"k", value=b"v")]))
     async with await broker.client() as client:

@@ -7,6 +7,7 @@ import trio
 
 from tests.integration.conftest import RunningBroker
 from tests.integration.wire import fetch_request, produce_request
+from tidelog.broker.controller.controller import QuorumController
 from tidelog.broker.metadata.records import PartitionChangeRecord, RegisterBrokerRecord
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.records import RecordInput, encode_batch
@@ -18,15 +19,21 @@ def _batch(value: bytes) -> bytes:
     return encode_batch([RecordInput(value=value)])
 
 
+def _controller(broker: RunningBroker) -> QuorumController:
+    controller = broker.broker.controller
+    assert controller is not None
+    return controller
+
+
 async def _create(broker: RunningBroker, name: str) -> None:
-    broker.broker.topics.create_topic(name)
-    broker.broker.node.publisher.publish([RegisterBrokerRecord(1, ())])
+    await broker.broker.topics.create_topic(name)
+    await _controller(broker).commit([RegisterBrokerRecord(1, ())])
 
 
-def _change(broker: RunningBroker, name: str, **change: object) -> None:
+async def _change(broker: RunningBroker, name: str, **change: object) -> None:
     topic = broker.broker.image.topic(name)
     assert topic is not None
-    broker.broker.node.publisher.publish(
+    await _controller(broker).commit(
         [PartitionChangeRecord(topic.topic_id, 0, **change)]  # type: ignore[arg-type]
     )
 
@@ -38,7 +45,7 @@ async def test_a_follower_answers_not_leader_and_metadata_names_the_leader(
     async with await broker.client() as client:
         ok = await client.request(PRODUCE, 8, produce_request("moved", _batch(b"a")))
         assert ok["responses"][0]["partition_responses"][0]["error_code"] == ErrorCode.NONE
-        _change(broker, "moved", leader=1, replicas=(0, 1), isr=(0, 1))
+        await _change(broker, "moved", leader=1, replicas=(0, 1), isr=(0, 1))
         refused = await client.request(PRODUCE, 8, produce_request("moved", _batch(b"b")))
         assert refused["responses"][0]["partition_responses"][0]["error_code"] == (
             ErrorCode.NOT_LEADER_OR_FOLLOWER
@@ -55,7 +62,7 @@ async def test_a_follower_answers_not_leader_and_metadata_names_the_leader(
         partition = metadata["topics"][0]["partitions"][0]
         assert (partition["leader_id"], partition["leader_epoch"]) == (1, 1)
         # Leadership comes back in a newer epoch; the log kept what it had.
-        _change(broker, "moved", leader=0)
+        await _change(broker, "moved", leader=0)
         fetched = await client.request(FETCH, 11, fetch_request("moved", 0))
         entry = fetched["responses"][0]["partitions"][0]
         assert (entry["error_code"], entry["high_watermark"]) == (ErrorCode.NONE, 1)
@@ -64,7 +71,7 @@ async def test_a_follower_answers_not_leader_and_metadata_names_the_leader(
 async def test_acks_all_waits_for_the_isr_within_the_timeout(broker: RunningBroker) -> None:
     await _create(broker, "replicated")
     # A second in-sync replica that never fetches: nothing can be committed.
-    _change(broker, "replicated", replicas=(0, 1), isr=(0, 1))
+    await _change(broker, "replicated", replicas=(0, 1), isr=(0, 1))
     async with await broker.client() as client:
         request = produce_request("replicated", _batch(b"x"), acks=-1)
         request["timeout_ms"] = 300

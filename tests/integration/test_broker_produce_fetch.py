@@ -149,7 +149,7 @@ async def test_librdkafka_produce_then_consume(
     broker: RunningBroker, config: dict[str, Any]
 ) -> None:
     topic = "rdk-data"
-    broker.broker.topics.create_topic(topic, num_partitions=PARTITIONS)
+    await broker.broker.topics.create_topic(topic, num_partitions=PARTITIONS)
 
     with trio.fail_after(CLIENT_TIMEOUT_S):
         reports = await trio.to_thread.run_sync(
@@ -200,7 +200,7 @@ async def test_librdkafka_produce_then_consume(
 async def test_bad_crc_is_corrupt_message_and_the_broker_keeps_serving(
     broker: RunningBroker,
 ) -> None:
-    broker.broker.topics.create_topic("crc")
+    await broker.broker.topics.create_topic("crc")
     good = batch([b"a", b"b"])
     corrupt = bytearray(good)
     corrupt[-1] ^= 0xFF
@@ -217,7 +217,7 @@ async def test_bad_crc_is_corrupt_message_and_the_broker_keeps_serving(
 
 
 async def test_batch_validation_errors(broker: RunningBroker) -> None:
-    broker.broker.topics.create_topic("invalid", configs={"max.message.bytes": "2000"})
+    await broker.broker.topics.create_topic("invalid", configs={"max.message.bytes": "2000"})
     big = batch([b"x" * 5000])
     legacy = bytearray(batch([b"a"]))
     legacy[16] = 1  # magic
@@ -242,7 +242,7 @@ async def test_batch_validation_errors(broker: RunningBroker) -> None:
 
 
 async def test_produce_errors_stay_in_their_partition(broker: RunningBroker) -> None:
-    broker.broker.topics.create_topic("mixed", num_partitions=2)
+    await broker.broker.topics.create_topic("mixed", num_partitions=2)
     corrupt = bytearray(batch([b"bad"]))
     corrupt[-1] ^= 0x01
     request = produce_request("mixed", batch([b"good"]))
@@ -274,7 +274,7 @@ async def test_unknown_topic_is_auto_created_or_refused(
 
 
 async def test_acks_zero_gets_no_response_and_failure_closes(broker: RunningBroker) -> None:
-    broker.broker.topics.create_topic("quiet")
+    await broker.broker.topics.create_topic("quiet")
     corrupt = bytearray(batch([b"bad"]))
     corrupt[-1] ^= 0x01
     async with await broker.client() as client:
@@ -317,7 +317,7 @@ async def test_old_produce_versions_are_unsupported(broker: RunningBroker) -> No
 
 
 async def test_idempotent_produce_duplicates_and_sequence_errors(broker: RunningBroker) -> None:
-    broker.broker.topics.create_topic("idem")
+    await broker.broker.topics.create_topic("idem")
     async with await broker.client() as client:
         init = await client.request(
             INIT_PRODUCER_ID, 4, {"transactional_id": None, "transaction_timeout_ms": 60000}
@@ -357,7 +357,7 @@ async def test_producer_state_survives_a_restart(start_broker: StartBroker, tmp_
     config = local_config(tmp_path / "data")
     records = batch([b"x", b"y"], producer_id=77, producer_epoch=0, base_sequence=0)
     first = await start_broker(config)
-    first.broker.topics.create_topic("durable")
+    await first.broker.topics.create_topic("durable")
     async with await first.client() as client:
         await client.request(PRODUCE, 8, produce_request("durable", batch([b"plain"])))
         original = one_partition(
@@ -384,7 +384,7 @@ async def test_producer_state_survives_a_restart(start_broker: StartBroker, tmp_
 
 
 async def test_fetch_long_poll_wakes_on_append(broker: RunningBroker) -> None:
-    broker.broker.topics.create_topic("poll")
+    await broker.broker.topics.create_topic("poll")
     result: list[Message] = []
     async with await broker.client() as fetcher, await broker.client() as producer:
 
@@ -410,7 +410,7 @@ async def client_produce(client: Any, topic: str, value: bytes) -> None:
 
 
 async def test_fetch_returns_empty_after_max_wait(broker: RunningBroker) -> None:
-    broker.broker.topics.create_topic("idle")
+    await broker.broker.topics.create_topic("idle")
     async with await broker.client() as client:
         with trio.fail_after(5):
             response = await client.request(FETCH, 12, fetch_request("idle", 0, max_wait_ms=50))
@@ -423,7 +423,7 @@ async def test_fetch_returns_empty_after_max_wait(broker: RunningBroker) -> None
 
 
 async def test_fetch_limits_and_offset_out_of_range(broker: RunningBroker) -> None:
-    broker.broker.topics.create_topic("limits")
+    await broker.broker.topics.create_topic("limits")
     async with await broker.client() as client:
         for i in range(3):
             await client_produce(client, "limits", b"%d" % i * 300)
@@ -441,7 +441,7 @@ async def test_fetch_limits_and_offset_out_of_range(broker: RunningBroker) -> No
 
 
 async def test_list_offsets(broker: RunningBroker) -> None:
-    broker.broker.topics.create_topic("times")
+    await broker.broker.topics.create_topic("times")
     records = encode_batch([RecordInput(value=b"%d" % t, timestamp_ms=t) for t in (100, 200, 300)])
     async with await broker.client() as client:
         await client.request(PRODUCE, 8, produce_request("times", records))
@@ -465,7 +465,7 @@ async def test_list_offsets(broker: RunningBroker) -> None:
 
 
 async def test_log_append_time_topic(broker: RunningBroker) -> None:
-    broker.broker.topics.create_topic(
+    await broker.broker.topics.create_topic(
         "stamped", configs={"message.timestamp.type": "LogAppendTime"}
     )
     before = broker.broker.now_ms()

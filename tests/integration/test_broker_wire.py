@@ -147,8 +147,10 @@ async def test_unknown_api_key_closes_the_connection(broker: RunningBroker) -> N
     await assert_still_serving(broker)
 
 
-CONTROLLER_APIS = (*quorum.APIS, *cluster.APIS)
-"""Declared in the codec for the KRaft controller, but neither advertised nor served."""
+BROKER_SERVED = (quorum.DESCRIBE_QUORUM, cluster.UNREGISTER_BROKER)
+"""Served on client listeners too, as Kafka's brokers do (forwarded to the controller)."""
+CONTROLLER_APIS = tuple(api for api in (*quorum.APIS, *cluster.APIS) if api not in BROKER_SERVED)
+"""Served on the controller listener only: neither advertised nor served to clients."""
 
 
 async def test_controller_apis_are_not_advertised(broker: RunningBroker) -> None:
@@ -156,6 +158,19 @@ async def test_controller_apis_are_not_advertised(broker: RunningBroker) -> None
         body = {"client_software_name": "tests", "client_software_version": "1.0"}
         ranges = api_ranges(await client.request(API_VERSIONS, 3, body))
         assert not {api.key for api in CONTROLLER_APIS} & set(ranges)
+        assert {api.key for api in BROKER_SERVED} <= set(ranges)
+
+
+async def test_describe_quorum_names_the_quorum_of_one(broker: RunningBroker) -> None:
+    async with await broker.client() as client:
+        body = {"topics": [{"topic_name": "__cluster_metadata",
+                            "partitions": [{"partition_index": 0}]}]}  # fmt: skip
+        answer = await client.request(quorum.DESCRIBE_QUORUM.key, 2, body)
+    (partition,) = answer["topics"][0]["partitions"]
+    assert partition["error_code"] == 0
+    assert partition["leader_id"] == 0 and partition["leader_epoch"] >= 1
+    assert [v["replica_id"] for v in partition["current_voters"]] == [0]
+    assert partition["high_watermark"] == broker.broker.image.offset
 
 
 async def test_a_well_formed_controller_api_request_closes_the_connection(

@@ -16,13 +16,10 @@ import trio.testing
 
 from tidelog.broker.controller.raft.core import RaftConfig, RaftCore, Ready, Role
 from tidelog.broker.controller.raft.driver import RaftDriver, now_ms
+from tidelog.broker.controller.raft.listener import serve_quorum_connection
 from tidelog.broker.controller.raft.messages import FetchRequest, FetchResponse
 from tidelog.broker.controller.raft.store import RaftStore
-from tidelog.broker.controller.raft.transport import (
-    QUORUM_FRAME_BYTES_MAX,
-    WireTransport,
-    serve_quorum_connection,
-)
+from tidelog.broker.controller.raft.transport import QUORUM_FRAME_BYTES_MAX, WireTransport
 from tidelog.broker.network import TcpNetwork
 from tidelog.broker.runner import run_in_thread
 from tidelog.client.protocol.apis import encode_request

@@ -3,7 +3,7 @@
 beginning to the end (`-e`), as a `-f` format and as JSON (`-J`).
 
 The Debian kcat links an older librdkafka (2.0.2 here), which decides what the broker can do
-from exact versions inside the advertised ranges (see NOTES.md), so it checks our
+from exact versions inside the advertised ranges, so it checks our
 ApiVersions answer more strictly than the bundled librdkafka of confluent-kafka does.
 """
 

@@ -6,7 +6,7 @@ Produce (success). confluent-kafka's Producer sends records with keys, values, h
 explicit timestamps, once per compression codec; every Produce request is decoded with the
 codec and `decode_batches`, and each record must come back exactly as it was produced.
 
-Two version profiles: the classic one (Produce 3-8, Metadata 0-8, the ranges NOTES.md says
+Two version profiles: the classic one (Produce 3-8, Metadata 0-8, the ranges
 every client handles) and the flexible one (everything the codec declares, so librdkafka
 picks its newest Produce and Metadata: compact encodings and tagged fields).
 """

@@ -264,7 +264,7 @@ class SimulatedBroker:
             configs = {}
             if self.sim.variant.flush_messages is not None:
                 configs["flush.messages"] = str(self.sim.variant.flush_messages)
-            broker.topics.create_topic(self.topic, num_partitions=PARTITIONS, configs=configs)
+            await broker.topics.create_topic(self.topic, num_partitions=PARTITIONS, configs=configs)
         self.up.set()
 
     async def _run(

@@ -12,6 +12,7 @@ import trio.testing
 
 from tidelog.broker.config import BrokerConfig, ListenerConfig
 from tidelog.broker.memory_network import MemoryNetwork
+from tidelog.broker.runner import run_inline
 from tidelog.broker.server import Broker
 from tidelog.client.protocol.records import RecordInput, encode_batch
 from tidelog.storage.filesystem import MemoryFileSystem
@@ -43,7 +44,7 @@ async def running(nursery: trio.Nursery) -> AsyncIterator[Running]:
     )
     broker = Broker(
         config, network=MemoryNetwork(), fs=MemoryFileSystem(seed=1), now_ms=wall,
-        random=random.Random(1),
+        random=random.Random(1), run_blocking=run_inline,
     )  # fmt: skip
     await nursery.start(broker.serve)
     yield Running(broker, wall)
@@ -58,8 +59,8 @@ async def test_retention_ticker_deletes_expired_segments(
     running: Running, autojump_clock: trio.testing.MockClock
 ) -> None:
     broker, wall = running.broker, running.wall
-    broker.topics.create_topic("old", num_partitions=1, configs={"retention.ms": "10000"})
-    broker.topics.create_topic("kept", num_partitions=1)
+    await broker.topics.create_topic("old", num_partitions=1, configs={"retention.ms": "10000"})
+    await broker.topics.create_topic("kept", num_partitions=1)
     for topic in ("old", "kept"):
         log = broker.replicas.log(topic, 0)
         log.append(_batch(wall.now), leader_epoch=0)
@@ -78,7 +79,7 @@ async def test_retention_ticker_deletes_expired_segments(
 
 async def test_flush_due_logs_follows_flush_ms(running: Running) -> None:
     broker, wall = running.broker, running.wall
-    broker.topics.create_topic("t", num_partitions=1, configs={"flush.ms": "2000"})
+    await broker.topics.create_topic("t", num_partitions=1, configs={"flush.ms": "2000"})
     log = broker.replicas.log("t", 0)
     log.append(_batch(wall.now), leader_epoch=0)
     assert log.unflushed_messages == 1
@@ -92,7 +93,7 @@ async def test_flush_due_logs_follows_flush_ms(running: Running) -> None:
 
 async def test_flush_due_logs_follows_flush_messages(running: Running) -> None:
     broker, wall = running.broker, running.wall
-    broker.topics.create_topic("t", num_partitions=1, configs={"flush.messages": "2"})
+    await broker.topics.create_topic("t", num_partitions=1, configs={"flush.messages": "2"})
     log = broker.replicas.log("t", 0)
     log.append(_batch(wall.now), leader_epoch=0)
     assert await broker.flush_due_logs() == 0

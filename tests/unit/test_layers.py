@@ -1,4 +1,4 @@
-"""The layers of DESIGN.md, as an allowlist (Kafka's import-control): each package says what
+"""The layers of the design, as an allowlist (Kafka's import-control): each package says what
 it may import, and anything else fails. Relative imports are resolved and checked like the
 absolute ones. The pure cores additionally import neither trio, nor time, nor os, nor
 socket, nor any broker module that is not itself pure.

@@ -179,6 +179,7 @@ class RaftCore:
         self._quorum = persisted.quorum
         self._persisted_end = self._log.end_offset
         self._high_watermark = self._log.start_offset
+        self._high_watermark_known = False
         self._applied = self._log.start_offset
         self._now = now_ms
         self._role = Role.UNATTACHED
@@ -238,6 +239,12 @@ class RaftCore:
     @property
     def high_watermark(self) -> int:
         return self._high_watermark
+
+    @property
+    def high_watermark_known(self) -> bool:
+        """Whether this node has learned a high watermark from a leader (or computed one as
+        the leader) since it started: until then `high_watermark` is only the log start."""
+        return self._high_watermark_known
 
     @property
     def log(self) -> RaftLog:
@@ -679,6 +686,7 @@ class RaftCore:
         majority = positions[len(self.voters) // 2]
         if majority > self._epoch_start_offset and majority > self._high_watermark:
             self._high_watermark = majority
+            self._high_watermark_known = True
             self._answer_parked()
 
     def _answer_parked(self) -> None:
@@ -883,6 +891,7 @@ class RaftCore:
         self._maybe_fetch(self._now)
 
     def _follow_high_watermark(self, leader_high_watermark: int) -> None:
+        self._high_watermark_known = True
         self._high_watermark = max(
             self._high_watermark, min(leader_high_watermark, self._log.end_offset)
         )

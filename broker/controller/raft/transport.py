@@ -1,15 +1,10 @@
-"""The quorum on Kafka's wire: requests to the other voters over the Network seam, and the
-controller listener that answers them.
+"""The quorum on Kafka's wire: requests to the other voters over the Network seam.
 
 `WireTransport` (a `RaftTransport`) keeps one connection per voter, made on first use and
 replaced once it breaks; a request that cannot be sent, times out or gets an answer that is
-not about `__cluster_metadata-0` yields None (the core's timers retry).
-
-`serve_quorum_connection` answers one accepted stream: the Raft APIs at the versions of
-`wire.VERSIONS`, each handled in its own task (a parked fetch does not hold up a vote) and
-answered in request order, as Kafka requires on a connection. A frame above
-`max_frame_bytes`, an API or version outside those, or an unparsable request closes the
-connection; a request of another cluster or topic is answered with its error code.
+not about `__cluster_metadata-0` yields None (the core's timers retry). `call` sends any
+other request over the same connections (a broker's requests to the active controller).
+The answering side is the controller listener (`handlers.quorum`).
 """
 
 from __future__ import annotations
@@ -19,34 +14,23 @@ from collections.abc import Mapping
 
 import trio
 
-from tidelog.broker.connection import encode_response as encode_response_frame
-from tidelog.broker.controller.raft.driver import RaftDriver, now_ms
 from tidelog.broker.controller.raft.messages import RaftRequest, RaftResponse
 from tidelog.broker.controller.raft.wire import (
     VERSIONS,
     WireError,
     api_of,
-    decode_request,
     decode_response,
     encode_request,
-    encode_response,
-    error_response,
-    sender_of,
 )
 from tidelog.broker.network import Network
 from tidelog.client.connection import BrokerConnection
 from tidelog.client.errors import KafkaError
-from tidelog.client.protocol.apis import API_BY_KEY, RequestHeader, decode_request_header
-from tidelog.client.protocol.errors import CorruptMessageError, ProtocolError
-from tidelog.client.protocol.framing import NEED_DATA, FrameDecoder
-from tidelog.client.protocol.primitives import Reader
+from tidelog.client.protocol.schema import Message
 
 log = logging.getLogger(__name__)
 
 QUORUM_FRAME_BYTES_MAX = 64 * 1024 * 1024
 """Above the largest Fetch response or snapshot chunk a peer sends (8 MiB by default)."""
-QUORUM_INFLIGHT_MAX = 16
-"""Requests read from one connection and not answered yet: a peer sends a handful."""
 
 
 class WireTransport:
@@ -76,21 +60,39 @@ class WireTransport:
             await trio.sleep_forever()
 
     async def send(self, destination: int, request: RaftRequest) -> RaftResponse | None:
+        api = api_of(request)
+        body = encode_request(request, self._cluster_id)
+        answer = await self.call(destination, api.key, body, version=VERSIONS[api.key])
+        if answer is None:
+            return None
+        try:
+            return decode_response(api.key, answer)
+        except WireError as exc:
+            log.debug("node %d: %s from node %d: %s", self._node_id, api.name, destination, exc)
+            self._drop(destination)
+            return None
+
+    async def call(
+        self, destination: int, api_key: int, body: Message, *, version: int
+    ) -> Message | None:
+        """Any request to a voter's controller listener: its decoded answer, or None when
+        it could not be sent or answered in time (the connection is then replaced)."""
         connection = await self._connection(destination)
         if connection is None:
             return None
-        api = api_of(request)
-        body = encode_request(request, self._cluster_id)
         try:
-            answer = await connection.request(api.key, body, version=VERSIONS[api.key])
-            return decode_response(api.key, answer)
-        except (KafkaError, WireError) as exc:
+            return await connection.request(api_key, body, version=version)
+        except KafkaError as exc:
             log.debug(
-                "node %d: %s to node %d failed: %s", self._node_id, api.name, destination, exc
+                "node %d: API %d to node %d failed: %s", self._node_id, api_key, destination, exc
             )
-            connection.close()
-            self._connections.pop(destination, None)
+            self._drop(destination)
             return None
+
+    def _drop(self, destination: int) -> None:
+        connection = self._connections.pop(destination, None)
+        if connection is not None:
+            connection.close()
 
     async def _connection(self, destination: int) -> BrokerConnection | None:
         address = self._voters.get(destination)
@@ -120,79 +122,3 @@ class WireTransport:
             await self._nursery.start(connection.serve)
             self._connections[destination] = connection
             return connection
-
-
-async def serve_quorum_connection(
-    stream: trio.abc.Stream, driver: RaftDriver, *, cluster_id: str
-) -> None:
-    """Answer one peer's requests until it closes the connection, or until it sends what is
-    not served (module docstring); the stream is closed on return."""
-    decoder = FrameDecoder(QUORUM_FRAME_BYTES_MAX)
-    permits = trio.Semaphore(QUORUM_INFLIGHT_MAX)
-    send_slot, slots = trio.open_memory_channel[_Slot](QUORUM_INFLIGHT_MAX)
-
-    async def answer(header: RequestHeader, reader: Reader, slot: _Slot) -> None:
-        api = API_BY_KEY[header.api_key]
-        try:
-            try:
-                body = api.decode_request(reader, header.api_version)
-                request = decode_request(header.api_key, body, cluster_id)
-            except CorruptMessageError:
-                return  # unparsable: the slot stays empty and the connection closes
-            except WireError as refused:
-                response = error_response(header.api_key, refused.error)
-            else:
-                response = await driver.handle(sender_of(request), request)
-            encoded = encode_response(response, now_ms=now_ms())
-            chunks = encode_response_frame(api, header.api_version, header.correlation_id, encoded)
-            frame = bytearray()
-            for chunk in chunks:
-                assert isinstance(chunk, bytes), "a quorum answer holds no file ranges"
-                frame += chunk
-            slot.frame = bytes(frame)
-        finally:
-            slot.done.set()
-
-    async def write_answers() -> None:
-        async for slot in slots:
-            await slot.done.wait()
-            if slot.frame is None:
-                await stream.aclose()
-                return
-            await stream.send_all(slot.frame)
-            permits.release()
-
-    async with stream, trio.open_nursery() as nursery:
-        nursery.start_soon(write_answers)
-        try:
-            async with send_slot:
-                while data := await stream.receive_some(65536):
-                    decoder.receive_data(data)
-                    while (frame := decoder.next_frame()) is not NEED_DATA:
-                        header, reader = decode_request_header(frame)
-                        api = API_BY_KEY.get(header.api_key)
-                        if api is None or header.api_version != VERSIONS.get(api.key):
-                            log.info(
-                                "quorum listener: %s v%d refused",
-                                header.api_key,
-                                header.api_version,
-                            )
-                            nursery.cancel_scope.cancel()
-                            return
-                        await permits.acquire()
-                        slot = _Slot()
-                        await send_slot.send(slot)
-                        nursery.start_soon(answer, header, reader, slot)
-        except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.info("quorum listener: connection closed: %s", exc)
-            nursery.cancel_scope.cancel()
-
-
-class _Slot:
-    """One request's place in the answer order."""
-
-    __slots__ = ("done", "frame")
-
-    def __init__(self) -> None:
-        self.frame: bytes | None = None
-        self.done = trio.Event()

@@ -1,0 +1,175 @@
+"""Broker lifecycle and partition leadership rules of the active controller (PURE): the
+current image in, metadata records out, as Kafka's ClusterControlManager and
+ReplicationControlManager decide them.
+
+- A registration is a fenced RegisterBrokerRecord at the broker epoch the caller chose
+  (Kafka: the offset the record lands at); the broker is unfenced once it has caught up.
+- A broker is *usable* as a leader when it is registered, unfenced and not shutting down.
+- Fencing a broker (its session expired) moves the leadership of every partition it leads
+  to another usable in-sync replica and takes it out of each ISR it is in, unless it is the
+  last member: the last in-sync replica stays in the ISR (KIP-841), so that it can lead
+  again once it is back, and the partition has no leader meanwhile.
+- A controlled shutdown does the same for the partitions that another usable in-sync
+  replica can lead, and leaves the others as they are: it is done when nothing is left
+  that could move (a broker that shuts down alone keeps its partitions until it is back).
+- Unfencing a broker elects a leader for each leaderless partition that it can lead.
+- A leader is the first usable replica of the assignment that is in sync; with the topic's
+  `unclean.leader.election.enable` and no usable in-sync replica, the first usable replica.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Collection
+
+from tidelog.broker.metadata.image import MetadataImage, PartitionMetadata, TopicMetadata
+from tidelog.broker.metadata.records import (
+    NO_LEADER,
+    NO_LEADER_CHANGE,
+    BrokerFeature,
+    BrokerRegistrationChangeRecord,
+    ControlledShutdownChange,
+    Endpoint,
+    FencingChange,
+    MetadataRecord,
+    PartitionChangeRecord,
+    RegisterBrokerRecord,
+    UnregisterBrokerRecord,
+)
+
+UNCLEAN_LEADER_ELECTION = "unclean.leader.election.enable"
+
+
+def usable_brokers(image: MetadataImage) -> set[int]:
+    return {b.node_id for b in image.brokers() if not b.fenced and not b.in_controlled_shutdown}
+
+
+def elect_leader(
+    topic: TopicMetadata, partition: PartitionMetadata, usable: Collection[int]
+) -> int:
+    """The replica that should lead (NO_LEADER if none can), as the module docstring says."""
+    for replica in partition.replicas:
+        if replica in usable and replica in partition.isr:
+            return replica
+    if topic.configs.get(UNCLEAN_LEADER_ELECTION, "false").lower() == "true":
+        for replica in partition.replicas:
+            if replica in usable:
+                return replica
+    return NO_LEADER
+
+
+def registration(
+    broker_id: int,
+    broker_epoch: int,
+    incarnation_id: uuid.UUID,
+    end_points: tuple[Endpoint, ...],
+    rack: str | None,
+    features: tuple[BrokerFeature, ...] = (),
+) -> RegisterBrokerRecord:
+    return RegisterBrokerRecord(
+        broker_id,
+        end_points,
+        rack,
+        broker_epoch=broker_epoch,
+        incarnation_id=incarnation_id,
+        features=features,
+        fenced=True,
+    )
+
+
+def unfence(image: MetadataImage, broker_id: int) -> list[MetadataRecord]:
+    """Unfence a registered, fenced broker and elect it where a partition has no leader."""
+    broker = image.broker(broker_id)
+    assert broker is not None and broker.fenced
+    records: list[MetadataRecord] = [
+        BrokerRegistrationChangeRecord(broker_id, broker.broker_epoch, fenced=FencingChange.UNFENCE)
+    ]
+    usable = usable_brokers(image) | {broker_id}
+    for topic in image.topics():
+        for partition in topic.partitions:
+            if partition.leader_id != NO_LEADER or broker_id not in partition.replicas:
+                continue
+            leader = elect_leader(topic, partition, usable)
+            if leader != NO_LEADER:
+                records.append(
+                    PartitionChangeRecord(topic.topic_id, partition.partition_index, leader=leader)
+                )
+    return records
+
+
+def fence(image: MetadataImage, broker_id: int) -> list[MetadataRecord]:
+    """Fence a registered broker and move its leaderships and ISR memberships away."""
+    broker = image.broker(broker_id)
+    assert broker is not None
+    records: list[MetadataRecord] = [
+        BrokerRegistrationChangeRecord(broker_id, broker.broker_epoch, fenced=FencingChange.FENCE)
+    ]
+    records.extend(leave_partitions(image, broker_id))
+    return records
+
+
+def begin_controlled_shutdown(image: MetadataImage, broker_id: int) -> list[MetadataRecord]:
+    broker = image.broker(broker_id)
+    assert broker is not None
+    records: list[MetadataRecord] = []
+    if not broker.in_controlled_shutdown:
+        records.append(
+            BrokerRegistrationChangeRecord(
+                broker_id,
+                broker.broker_epoch,
+                in_controlled_shutdown=ControlledShutdownChange.IN_CONTROLLED_SHUTDOWN,
+            )
+        )
+    records.extend(leave_partitions(image, broker_id, keep_unmovable=True))
+    return records
+
+
+def controlled_shutdown_done(image: MetadataImage, broker_id: int) -> bool:
+    """Whether a controlled shutdown has nothing left to move (module docstring)."""
+    return not leave_partitions(image, broker_id, keep_unmovable=True)
+
+
+def unregister(image: MetadataImage, broker_id: int) -> list[MetadataRecord]:
+    broker = image.broker(broker_id)
+    assert broker is not None
+    records: list[MetadataRecord] = list(leave_partitions(image, broker_id))
+    records.append(UnregisterBrokerRecord(broker_id, broker.broker_epoch))
+    return records
+
+
+def leave_partitions(
+    image: MetadataImage, broker_id: int, *, keep_unmovable: bool = False
+) -> list[PartitionChangeRecord]:
+    """The changes that take `broker_id` out of leadership and (but for the last member) out
+    of the ISR of every partition (module docstring); with `keep_unmovable`, of those only
+    where another replica can lead."""
+    usable = usable_brokers(image) - {broker_id}
+    changes = []
+    for topic in image.topics():
+        for partition in topic.partitions:
+            in_isr = broker_id in partition.isr
+            if partition.leader_id != broker_id and not (in_isr and len(partition.isr) > 1):
+                continue
+            isr = partition.isr
+            if in_isr and len(isr) > 1:
+                isr = tuple(r for r in isr if r != broker_id)
+            shrunk = partition if isr == partition.isr else _with_isr(partition, isr)
+            leader = NO_LEADER_CHANGE
+            if partition.leader_id == broker_id:
+                leader = elect_leader(topic, shrunk, usable)
+                if leader == NO_LEADER and keep_unmovable:
+                    continue
+            changes.append(
+                PartitionChangeRecord(
+                    topic.topic_id,
+                    partition.partition_index,
+                    leader=leader,
+                    isr=isr if isr != partition.isr else None,
+                )
+            )
+    return changes
+
+
+def _with_isr(partition: PartitionMetadata, isr: tuple[int, ...]) -> PartitionMetadata:
+    return dataclasses.replace(partition, isr=isr)
