@@ -2,8 +2,6 @@
 current image in, metadata records out, as Kafka's ClusterControlManager and
 ReplicationControlManager decide them.
 
-- A registration is a fenced RegisterBrokerRecord at the broker epoch the caller chose
-  (Kafka: the offset the record lands at); the broker is unfenced once it has caught up.
 - A broker is *usable* as a leader when it is registered, unfenced and not shutting down.
 - Fencing a broker (its session expired) moves the leadership of every partition it leads
   to another usable in-sync replica and takes it out of each ISR it is in, unless it is the
@@ -20,21 +18,17 @@ ReplicationControlManager decide them.
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Collection
 
 from tidelog.broker.metadata.image import MetadataImage, PartitionMetadata, TopicMetadata
 from tidelog.broker.metadata.records import (
     NO_LEADER,
     NO_LEADER_CHANGE,
-    BrokerFeature,
     BrokerRegistrationChangeRecord,
     ControlledShutdownChange,
-    Endpoint,
     FencingChange,
     MetadataRecord,
     PartitionChangeRecord,
-    RegisterBrokerRecord,
     UnregisterBrokerRecord,
 )
 
@@ -57,25 +51,6 @@ def elect_leader(
             if replica in usable:
                 return replica
     return NO_LEADER
-
-
-def registration(
-    broker_id: int,
-    broker_epoch: int,
-    incarnation_id: uuid.UUID,
-    end_points: tuple[Endpoint, ...],
-    rack: str | None,
-    features: tuple[BrokerFeature, ...] = (),
-) -> RegisterBrokerRecord:
-    return RegisterBrokerRecord(
-        broker_id,
-        end_points,
-        rack,
-        broker_epoch=broker_epoch,
-        incarnation_id=incarnation_id,
-        features=features,
-        fenced=True,
-    )
 
 
 def unfence(image: MetadataImage, broker_id: int) -> list[MetadataRecord]:

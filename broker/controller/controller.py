@@ -44,6 +44,7 @@ from tidelog.broker.metadata.records import (
     Endpoint,
     MetadataRecord,
     ProducerIdsRecord,
+    RegisterBrokerRecord,
 )
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.schema import Message
@@ -179,19 +180,20 @@ class QuorumController:
             ):
                 return [], (ErrorCode.DUPLICATE_BROKER_REGISTRATION, -1)
             epoch = self.quorum.next_offset
-            record = lifecycle.registration(
+            record = RegisterBrokerRecord(
                 broker_id,
-                epoch,
-                incarnation_id,
                 tuple(
                     Endpoint(e["name"], e["host"], e["port"], e["security_protocol"])
                     for e in request["listeners"]
                 ),
                 request["rack"],
-                tuple(
+                broker_epoch=epoch,
+                incarnation_id=incarnation_id,
+                features=tuple(
                     BrokerFeature(f["name"], f["min_supported_version"], f["max_supported_version"])
                     for f in request["features"]
                 ),
+                fenced=True,
             )
             return [record], (ErrorCode.NONE, epoch)
 

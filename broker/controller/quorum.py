@@ -40,10 +40,16 @@ from collections.abc import Callable, Mapping
 import trio
 
 from tidelog.broker.config import BrokerConfig
-from tidelog.broker.controller.raft.core import RaftConfig, RaftCore, Ready, Role
+from tidelog.broker.controller.raft.core import LEADER_CHANGE, RaftConfig, RaftCore, Ready, Role
 from tidelog.broker.controller.raft.driver import RaftDriver, RaftTransport, now_ms
 from tidelog.broker.controller.raft.messages import RaftRequest, RaftResponse
-from tidelog.broker.controller.raft.records import EntryFormatError, decode_entries, encode_entries
+from tidelog.broker.controller.raft.records import (
+    CONTROL_KEY,
+    CONTROL_KEY_VERSION,
+    EntryFormatError,
+    decode_entries,
+    encode_entries,
+)
 from tidelog.broker.controller.raft.store import RaftStore
 from tidelog.broker.controller.raft.types import Entry, PersistedState, Snapshot
 from tidelog.broker.controller.raft.wire import METADATA_PARTITION, METADATA_TOPIC
@@ -68,7 +74,6 @@ log = logging.getLogger(__name__)
 
 METADATA_LOG_DIR = f"{METADATA_TOPIC}-{METADATA_PARTITION}"
 SNAPSHOT_BATCH_BYTES_MAX = 1024 * 1024
-LEADER_CHANGE_TYPE = 2
 
 
 class NotControllerError(Exception):
@@ -167,7 +172,6 @@ class MetadataQuorum:
         self._active_epoch = -1
         self._pending: dict[int, _Pending] = {}
         self._bytes_since_snapshot = 0
-        self._last_snapshot_ms = now_ms()
         self._snapshot_due = trio.Event()
         self._snapshot_in_progress = False
         self._loaded = persisted
@@ -316,7 +320,7 @@ class MetadataQuorum:
     def _applied(self, image: MetadataImage, entry: Entry) -> MetadataImage:
         after = entry.offset + 1
         if entry.control_type is not None:
-            if entry.control_type != LEADER_CHANGE_TYPE:
+            if entry.control_type != LEADER_CHANGE:
                 return dataclasses.replace(image, offset=after)
             leader = self._leader_of(entry)
             if leader == self.config.node_id and entry.epoch == self.core.epoch:
@@ -331,7 +335,7 @@ class MetadataQuorum:
 
     def _leader_of(self, entry: Entry) -> int:
         try:
-            key = int(LEADER_CHANGE_TYPE).to_bytes(4, "big")  # version 0, type 2
+            key = CONTROL_KEY.pack(CONTROL_KEY_VERSION, LEADER_CHANGE)
             record = decode_control_record(key, entry.value)
         except MetadataRecordError as exc:
             log.error("LeaderChange at %d does not decode: %s", entry.offset, exc)
@@ -371,7 +375,6 @@ class MetadataQuorum:
         finally:
             self._snapshot_in_progress = False
         self._bytes_since_snapshot = 0
-        self._last_snapshot_ms = now_ms()
         log.info("metadata snapshot at offset %d (%d bytes)", image.offset, len(data))
         return True
 
