@@ -64,6 +64,8 @@ class BrokerLifecycle:
         self._channel = channel
         self.incarnation_id = incarnation_id
         self.broker_epoch = -1
+        self.registered = trio.Event()
+        """Set once the first registration is answered (the broker epoch is known)."""
         self.unfenced = trio.Event()
         self._endpoints: tuple[Endpoint, ...] = ()
         self._want_shut_down = False
@@ -121,6 +123,7 @@ class BrokerLifecycle:
             error = ErrorCode(answer["error_code"])
             if error is ErrorCode.NONE:
                 self.broker_epoch = answer["broker_epoch"]
+                self.registered.set()
                 return self.broker_epoch
             if error is ErrorCode.INCONSISTENT_CLUSTER_ID:
                 raise LifecycleError(
@@ -175,10 +178,10 @@ class BrokerLifecycle:
         return False
 
     async def allocate_producer_ids(self) -> tuple[int, int]:
-        """A block of producer ids: (first id, count)."""
+        """A block of producer ids: (first id, count); waits for the registration first (the
+        controller hands blocks to registered brokers only)."""
+        await self.registered.wait()
         while True:
-            if self.broker_epoch < 0:
-                raise NotControllerError(-1)
             answer = await self._call(
                 ALLOCATE_PRODUCER_IDS,
                 {"broker_id": self.config.node_id, "broker_epoch": self.broker_epoch},
