@@ -125,7 +125,8 @@ class Sender:
             next_check_at = accumulator.oldest_queued_at() + delivery_timeout_s
             if self._needs_producer_id():
                 if now < producer_id_retry_at:
-                    next_check_at = min(next_check_at, producer_id_retry_at)
+                    # Backing off: sleep until the retry (or a wakeup), never spin.
+                    await self._wakeup.wait_until(min(next_check_at, producer_id_retry_at))
                 elif await self._init_producer_id():
                     producer_id_attempts = 0
                 else:

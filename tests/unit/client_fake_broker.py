@@ -94,6 +94,8 @@ class FakeBroker:
     refuse_connections: bool = False
     topic_configs: dict[str, dict[str, str]] = field(default_factory=dict)
     """Per-topic config overrides (CreateTopics configs, IncrementalAlterConfigs)."""
+    init_producer_id_faults: deque[int] = field(default_factory=deque)
+    """Error codes to answer the next InitProducerId requests with, one per request."""
     admin_faults: deque[int] = field(default_factory=deque)
     """Error codes to answer the next admin requests with, one per request, per entity."""
     _appended: dict[tuple[int, TopicPartition], deque[_Appended]] = field(default_factory=dict)
@@ -389,6 +391,9 @@ class FakeBroker:
         return {"error_code": 0, "node_id": 0, "host": self.host, "port": self.port}
 
     def _init_producer_id(self, request: Message) -> Message:
+        if self.init_producer_id_faults:
+            code = self.init_producer_id_faults.popleft()
+            return {"error_code": code, "producer_id": -1, "producer_epoch": -1}
         return {"error_code": 0, "producer_id": next(self._producer_ids), "producer_epoch": 0}
 
     def _produce(self, request: Message, error: int = 0) -> Message | None:

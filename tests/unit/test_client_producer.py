@@ -63,6 +63,22 @@ async def test_records_arrive_in_order_with_their_offsets(fake: FakeBroker) -> N
         assert values == sent
 
 
+async def test_init_producer_id_is_retried_after_a_backoff(
+    fake: FakeBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    # COORDINATOR_NOT_AVAILABLE (15) is retriable: the producer backs off between attempts
+    # (sleeping, not spinning) and then sends with the id it gets.
+    fake.init_producer_id_faults.extend([15, 15])
+    start = trio.current_time()
+    with trio.fail_after(TIMEOUT_S):
+        async with producer(fake, retry_backoff_ms=100) as p:
+            metadata = await p.send_and_wait("one", b"v")
+    attempts = [body for key, _, body in fake.requests if key == 22]
+    assert len(attempts) == 3
+    assert trio.current_time() - start >= 0.1  # at least one backoff was waited out
+    assert fake.values(TopicPartition("one", metadata.partition)) == [b"v"]
+
+
 async def test_linger_collects_records_into_one_request(
     fake: FakeBroker, autojump_clock: trio.testing.MockClock
 ) -> None:
