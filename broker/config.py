@@ -86,7 +86,8 @@ class BrokerConfig:
     listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
     data_dir: str = "./tidelog-data"
     cluster_id: str | None = None
-    """None: take the id stored in the data dir, or generate one on first start."""
+    """None: the id stored in the data dir; on first start, one derived from
+    `controller_quorum_voters` when the quorum has several voters, else a random one."""
     rack: str | None = None
 
     auto_create_topics_enable: bool = True
@@ -327,11 +328,6 @@ def _validate_quorum(config: BrokerConfig) -> None:
         raise ConfigError(
             f"controller_quorum_voters: node {config.node_id} is a voter, so process_roles "
             f"must include 'controller'"
-        )
-    if len(voters) > 1 and config.cluster_id is None:
-        raise ConfigError(
-            "cluster_id: required when the quorum has several voters (every node of a "
-            "cluster must be given the same id)"
         )
     names = config.controller_listener_name_list
     if not names:

@@ -13,7 +13,8 @@ every call is retried until some controller answers it. The flow is Kafka's:
    refused as stale or unregistered (the controller lost or replaced this registration)
    registers again.
 3. `controlled_shutdown(timeout_ms)` heartbeats asking to shut down until the controller
-   says the broker's leaderships are moved (or the timeout passes).
+   says the broker's leaderships are moved, the timeout passes, or the quorum has had no
+   leader for an election timeout (the whole cluster is stopping).
 """
 
 from __future__ import annotations
@@ -170,12 +171,33 @@ class BrokerLifecycle:
         within `timeout_ms`."""
         self._want_shut_down = True
         with trio.move_on_after(timeout_ms / 1000):
-            while True:
-                answer = await self.heartbeat()
-                if answer["error_code"] == ErrorCode.NONE and answer["should_shut_down"]:
-                    return True
-                await trio.sleep(RETRY_BACKOFF_MS / 1000)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._abandon_without_leader, nursery.cancel_scope)
+                while True:
+                    answer = await self.heartbeat()
+                    if answer["error_code"] == ErrorCode.NONE and answer["should_shut_down"]:
+                        nursery.cancel_scope.cancel()
+                        return True
+                    await trio.sleep(RETRY_BACKOFF_MS / 1000)
         return False
+
+    async def _abandon_without_leader(self, shutdown: trio.CancelScope) -> None:
+        """Cancel `shutdown` once the quorum has had no leader for an election timeout: no
+        controller is left to move anything (the rest of the cluster is stopping too)."""
+        patience_ms = self.config.controller_quorum_election_timeout_ms
+        patience_s = patience_ms / 1000
+        leaderless_since: float | None = None
+        while True:
+            now = trio.current_time()
+            if self._quorum.has_leader(within_ms=patience_ms):
+                leaderless_since = None
+            elif leaderless_since is None:
+                leaderless_since = now
+            elif now - leaderless_since >= patience_s:
+                log.warning("controlled shutdown: the controller quorum has no leader; stopping")
+                shutdown.cancel()
+                return
+            await trio.sleep(RETRY_BACKOFF_MS / 1000)
 
     async def allocate_producer_ids(self) -> tuple[int, int]:
         """A block of producer ids: (first id, count); waits for the registration first (the

@@ -6,6 +6,7 @@ serves another node's or another cluster's data.
 from __future__ import annotations
 
 import base64
+import hashlib
 import posixpath
 import random
 
@@ -26,17 +27,38 @@ def random_cluster_id(rng: random.Random) -> str:
     return base64.urlsafe_b64encode(rng.randbytes(16)).rstrip(b"=").decode("ascii")
 
 
+def voters_cluster_id(voters: str) -> str:
+    """The cluster id of a quorum configured without one: derived from the voter list
+    (`controller_quorum_voters`, whitespace ignored), so every node given the same voters
+    agrees on it without a formatting step. Same form as Kafka's ids (16 bytes, base64url)."""
+    canonical = ",".join(part.strip() for part in voters.split(",") if part.strip())
+    digest = hashlib.sha256(b"tidelog-cluster:" + canonical.encode()).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def configured_cluster_id(config: BrokerConfig) -> str | None:
+    """The cluster id this node must belong to, if its config decides one: `cluster_id`,
+    else the voters' id when the quorum has several voters; None for a quorum of one."""
+    if config.cluster_id is not None:
+        return config.cluster_id
+    if len(config.voter_ids) > 1:
+        return voters_cluster_id(config.controller_quorum_voters)
+    return None
+
+
 def load_cluster_identity(
     fs: FileSystem, data_dir: str, config: BrokerConfig, rng: random.Random
 ) -> str:
     """Ensure `data_dir` exists and carries meta.properties for this node; return the
-    cluster id. The first start writes the file (with `config.cluster_id`, or a new random
-    id); later starts refuse a data dir of another node or cluster."""
+    cluster id. The first start writes the file (with the configured id, see
+    `configured_cluster_id`, or a new random one); later starts refuse a data dir of another
+    node or cluster."""
     ensure_dir(fs, data_dir)
     path = posixpath.join(data_dir, META_PROPERTIES)
     data = read_file_if_exists(fs, path)
+    configured = configured_cluster_id(config)
     if data is None:
-        cluster_id = config.cluster_id or random_cluster_id(rng)
+        cluster_id = configured or random_cluster_id(rng)
         body = (
             f"version={META_PROPERTIES_VERSION}\ncluster.id={cluster_id}\n"
             f"node.id={config.node_id}\n"
@@ -52,10 +74,10 @@ def load_cluster_identity(
         raise MetadataStoreError(
             f"{path}: data dir belongs to node {stored_node}, this is node {config.node_id}"
         )
-    if config.cluster_id is not None and config.cluster_id != stored_cluster:
+    if configured is not None and configured != stored_cluster:
         raise MetadataStoreError(
-            f"{path}: data dir belongs to cluster {stored_cluster}, "
-            f"configured cluster_id is {config.cluster_id}"
+            f"{path}: data dir belongs to cluster {stored_cluster}, this node's cluster is "
+            f"{configured} (set cluster_id, or use this data dir's cluster's voters)"
         )
     return stored_cluster
 

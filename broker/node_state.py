@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from tidelog.broker.config import BrokerConfig
 from tidelog.broker.controller.channel import ControllerChannel
-from tidelog.broker.controller.controller import QuorumController
+from tidelog.broker.controller.controller import WRITE_TIMEOUT_MS, QuorumController
 from tidelog.broker.controller.quorum import METADATA_LOG_DIR, MetadataQuorum, quorum_addresses
 from tidelog.broker.controller.raft.transport import WireTransport
 from tidelog.broker.lifecycle import BrokerLifecycle
@@ -43,6 +43,9 @@ class NodeState:
     publisher: MetadataPublisher
     quorum: MetadataQuorum
     transport: WireTransport
+    """The quorum's requests to the other voters."""
+    channel_transport: WireTransport
+    """This node's requests to the active controller (see `WireTransport`)."""
     controller: QuorumController | None
     """The controller of a controller node (active while its quorum member leads)."""
     channel: ControllerChannel
@@ -80,6 +83,14 @@ def open_node_state(
         cluster_id=cluster_id,
         request_timeout_ms=config.controller_quorum_request_timeout_ms,
     )
+    channel_transport = WireTransport(
+        network,
+        quorum_addresses(config),
+        node_id=config.node_id,
+        cluster_id=cluster_id,
+        request_timeout_ms=WRITE_TIMEOUT_MS + config.controller_quorum_request_timeout_ms,
+        client_name="controller-channel",
+    )
     quorum = MetadataQuorum(
         config,
         cluster_id=cluster_id,
@@ -101,7 +112,7 @@ def open_node_state(
     replicas = ReplicaManager(config, log_directory)
     publisher.subscribe(replicas)
     controller = QuorumController(quorum, config, rng) if config.is_controller else None
-    channel = ControllerChannel(quorum, transport, node_id=config.node_id)
+    channel = ControllerChannel(quorum, channel_transport, node_id=config.node_id)
     lifecycle = BrokerLifecycle(
         config,
         quorum=quorum,
@@ -113,6 +124,7 @@ def open_node_state(
         publisher=publisher,
         quorum=quorum,
         transport=transport,
+        channel_transport=channel_transport,
         controller=controller,
         channel=channel,
         topics=TopicManager(quorum=quorum, controller=controller, channel=channel),

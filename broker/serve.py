@@ -67,7 +67,12 @@ async def _serve_until_signal(config: BrokerConfig) -> int:
                 received = 0
                 async for signum in signals:
                     received += 1
-                    if received == 1:
+                    if not ready:
+                        # Nothing is served yet (the node may be waiting for a quorum
+                        # that is not there): stop at once; storage closes on the way out.
+                        log.info("%s before ready: stopping", signal.Signals(signum).name)
+                        nursery.cancel_scope.cancel()
+                    elif received == 1:
                         log.info("%s: shutting down", signal.Signals(signum).name)
                         broker.request_shutdown()
                     else:
@@ -75,8 +80,10 @@ async def _serve_until_signal(config: BrokerConfig) -> int:
                         status = EXIT_FAILED
                         nursery.cancel_scope.cancel()
 
+            ready = False
             nursery.start_soon(watch_signals)
             await nursery.start(run)
+            ready = True
             endpoint = broker.advertised_endpoints()[0]
             print(f"tidelog ready: bootstrap {endpoint.host}:{endpoint.port}", flush=True)
     return status

@@ -28,12 +28,13 @@ Lifecycle of `serve`:
 3. the client listeners are bound, the broker registers with the active controller with
    their advertised endpoints and heartbeats until it is unfenced; background services
    start (`_background_services`), then `task_status.started()`;
-4. on `request_shutdown()`: stop accepting; a controlled shutdown moves this broker's
-   leaderships to other brokers (bounded by `shutdown_timeout_ms`); background services
-   stop; every connection stops reading and finishes the requests it has (bounded by
-   `shutdown_timeout_ms`); then the quorum stops, logs are flushed, checkpoints written and
-   files closed. Cancelling `serve` from outside skips the draining but still closes
-   storage.
+4. on `request_shutdown()`: stop accepting clients; a controlled shutdown moves this
+   broker's leaderships to other brokers (bounded by `shutdown_timeout_ms`, and given up
+   when the quorum has no leader); background services stop; every client connection stops
+   reading and finishes the requests it has (bounded by `shutdown_timeout_ms`); a leading
+   quorum member resigns (EndQuorumEpoch), then the quorum and the controller listeners'
+   connections stop, logs are flushed, checkpoints written and files closed. Cancelling
+   `serve` from outside skips the draining but still closes storage.
 """
 
 from __future__ import annotations
@@ -180,6 +181,7 @@ class Broker:
         try:
             async with trio.open_nursery() as quorum:
                 await quorum.start(node.transport.serve)
+                await quorum.start(node.channel_transport.serve)
                 await quorum.start(node.quorum.serve)
                 async with trio.open_nursery() as connections:
                     async with trio.open_nursery() as services:
@@ -215,6 +217,7 @@ class Broker:
                     # does.
                     self.groups.stop_coordinating()
                     await self._drain_connections()
+                    await node.quorum.resign()
                     connections.cancel_scope.cancel()
                 quorum.cancel_scope.cancel()
         finally:
@@ -412,25 +415,35 @@ class Broker:
             await self.run_blocking(self.node.log_directory.checkpoint)
         return flushed
 
+    def _client_connections(self) -> list[Connection]:
+        return [
+            c
+            for c in self._connections
+            if not self.config.is_controller_listener(c.info.listener_name)
+        ]
+
     async def _drain_connections(self) -> None:
-        for connection in list(self._connections):
+        """Answer what the clients' connections have sent, reading no more. The controller
+        listeners' connections (the other nodes') are left open: they close with the
+        quorum, last, since every node of a cluster stopping at once waits on them."""
+        for connection in self._client_connections():
             connection.stop_reading()
         with trio.move_on_after(self.config.shutdown_timeout_ms / 1000) as scope:
-            while self._connections:
+            while self._client_connections():
                 self._connection_ended = trio.Event()
                 await self._connection_ended.wait()
         if scope.cancelled_caught:
             log.warning(
                 "shutdown: %d connections still busy after %d ms; closing them",
-                len(self._connections),
+                len(self._client_connections()),
                 self.config.shutdown_timeout_ms,
             )
 
     async def _on_connection(
         self, listener: ListenerConfig, router: Router, stream: trio.abc.Stream
     ) -> None:
-        if self._stopping:
-            return
+        if self._stopping and not self.config.is_controller_listener(listener.name):
+            return  # the quorum's traffic flows until the quorum stops, last
         if len(self._connections) >= self.config.max_connections:
             log.warning(
                 "refusing a connection on %s: max_connections (%d) reached",

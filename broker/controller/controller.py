@@ -16,10 +16,13 @@ Broker lifecycle, the way Kafka's controller keeps it:
   broker epoch (STALE_BROKER_EPOCH). It renews the broker's session; a fenced broker whose
   metadata offset has reached its registration is unfenced (unless it asks to stay fenced);
   `want_shut_down` starts a controlled shutdown (its leaderships move away) and is answered
-  `should_shut_down` once it leads nothing.
+  `should_shut_down` once it leads nothing another replica could lead; the broker is fenced
+  in that same commit (it is about to exit).
 - Sessions live in the active controller's memory: a broker without a heartbeat for
   `broker.session.timeout.ms` is fenced (`controller.brokers.fence`). A newly active
-  controller starts every unfenced broker's session afresh.
+  controller starts every unfenced broker's session afresh, but only a broker it has heard
+  from since blocks a new incarnation's registration (after a whole cluster restarts, the
+  brokers' old registrations are replaced at once, not after a session timeout).
 - AllocateProducerIds hands out blocks of `PRODUCER_ID_BLOCK_SIZE` ids (ProducerIdsRecord).
 """
 
@@ -69,6 +72,8 @@ class QuorumController:
         self._lock = trio.Lock()
         self._sessions_ms: dict[int, int] = {}
         """Broker id -> the trio-clock time of its last heartbeat (active controller only)."""
+        self._heard: set[int] = set()
+        """Brokers that registered or heartbeated since this controller became active."""
         self._sessions_epoch = -1
 
     @property
@@ -162,6 +167,7 @@ class QuorumController:
         self._sessions_epoch = self.quorum.epoch
         now = now_ms()
         self._sessions_ms = {b.node_id: now for b in self.image.brokers() if not b.fenced}
+        self._heard = set()
 
     async def broker_registration(self, request: Message) -> Message:
         """A BrokerRegistration's response body (module docstring)."""
@@ -176,6 +182,7 @@ class QuorumController:
                 existing is not None
                 and existing.incarnation_id != incarnation_id
                 and not existing.fenced
+                and broker_id in self._heard
                 and self._session_alive(broker_id)
             ):
                 return [], (ErrorCode.DUPLICATE_BROKER_REGISTRATION, -1)
@@ -200,6 +207,7 @@ class QuorumController:
         error, epoch = await self._write(compute)
         if error is ErrorCode.NONE:
             self._sessions_ms[broker_id] = now_ms()
+            self._heard.add(broker_id)
             log.info("broker %d registered at broker epoch %d", broker_id, epoch)
         return {"throttle_time_ms": 0, "error_code": int(error), "broker_epoch": epoch}
 
@@ -218,12 +226,21 @@ class QuorumController:
             if broker.broker_epoch != request["broker_epoch"]:
                 return [], _heartbeat_response(ErrorCode.STALE_BROKER_EPOCH)
             self._sessions_ms[broker_id] = now_ms()
+            self._heard.add(broker_id)
             caught_up = request["current_metadata_offset"] >= broker.broker_epoch
             records: list[MetadataRecord] = []
             fenced = broker.fenced
             if request["want_shut_down"]:
                 records = lifecycle.begin_controlled_shutdown(image, broker_id)
-                done = lifecycle.controlled_shutdown_done(image.apply_all(records), broker_id)
+                after = image.apply_all(records)
+                done = lifecycle.controlled_shutdown_done(after, broker_id)
+                if done and not fenced:
+                    # It is about to exit: fence it now rather than after its session
+                    # expires, so that clients stop being sent to it and its next start
+                    # registers at once.
+                    records += lifecycle.fence(after, broker_id)
+                    fenced = True
+                    log.info("broker %d completed its controlled shutdown: fenced", broker_id)
                 return records, _heartbeat_response(
                     ErrorCode.NONE, caught_up=caught_up, fenced=fenced, shut_down=done
                 )

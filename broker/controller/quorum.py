@@ -174,6 +174,7 @@ class MetadataQuorum:
         self._bytes_since_snapshot = 0
         self._snapshot_due = trio.Event()
         self._snapshot_in_progress = False
+        self._role = (self.core.role, self.core.epoch, self.core.leader_id)
         self._loaded = persisted
         """What the store held at open; the snapshot is installed when `serve` starts, so
         that the publisher's subscribers, which subscribe after this, see it."""
@@ -251,6 +252,30 @@ class MetadataQuorum:
             self._fail_pending()
             self.store.close()
 
+    def has_leader(self, within_ms: int) -> bool:
+        """Whether the quorum can commit, as far as this node sees: it follows a leader, or
+        it leads and a majority of the voters (itself included) fetched within the last
+        `within_ms`."""
+        core = self.core
+        if core.role is Role.FOLLOWER:
+            return True
+        if core.role is not Role.LEADER:
+            return False
+        info = core.quorum_info()
+        if info is None:
+            return False
+        now = now_ms()
+        recent = [
+            v
+            for v in info.voters
+            if v.replica_id == core.node_id or now - v.last_fetch_ms < within_ms
+        ]
+        return 2 * len(recent) > len(core.voters)
+
+    async def resign(self) -> None:
+        """Step down if this node leads, and tell the others (a clean shutdown)."""
+        await self.driver.resign(self.config.controller_quorum_request_timeout_ms)
+
     async def handle(self, source: int, request: RaftRequest) -> RaftResponse:
         return await self.driver.handle(source, request)
 
@@ -277,14 +302,27 @@ class MetadataQuorum:
     # -- applying
 
     def _apply(self, ready: Ready) -> None:
+        self._log_role_change()
         if ready.install_snapshot is not None:
             self._install(ready.install_snapshot)
         if ready.committed:
             self._apply_entries(ready.committed)
-        if self.core.high_watermark_known and self.image.offset >= self.core.high_watermark:
+        target = self.core.catch_up_offset
+        if target >= 0 and self.image.offset >= target:
             self.caught_up.set()
         if self._pending and (self.core.role is not Role.LEADER):
             self._fail_pending()
+
+    def _log_role_change(self) -> None:
+        role = (self.core.role, self.core.epoch, self.core.leader_id)
+        if role != self._role:
+            self._role = role
+            log.info(
+                "metadata quorum: %s in epoch %d (leader: %d)",
+                role[0].name.lower(),
+                role[1],
+                role[2],
+            )
 
     def _install(self, snapshot: Snapshot) -> None:
         try:

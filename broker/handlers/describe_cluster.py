@@ -1,10 +1,11 @@
 """DescribeCluster (60): cluster id, controller and brokers, from the metadata image.
 
 Brokers are listed with their endpoint on the listener the request came in on (as in
-Metadata). Only broker endpoints are described (EndpointType 1); asking a broker for
-controller endpoints (2) is MISMATCHED_ENDPOINT_TYPE: there is no separate controller
-listener. No broker is fenced
-while the cluster has one node.
+Metadata): the live ones, and the fenced ones too (IsFenced set) when the request asks
+(IncludeFencedBrokers, v2). ControllerId is a live broker that forwards admin requests to
+the active controller (`MetadataImage.controller_for_clients`). Only broker endpoints are
+described (EndpointType 1); asking a broker for controller endpoints (2) is
+MISMATCHED_ENDPOINT_TYPE, as a Kafka broker answers.
 """
 
 from __future__ import annotations
@@ -21,15 +22,18 @@ async def handle(ctx: RequestContext, request: Message) -> Message:
     if request["endpoint_type"] != ENDPOINT_TYPE_BROKER:
         return error_response(request, ctx.api_version, ErrorCode.MISMATCHED_ENDPOINT_TYPE)
     image = ctx.broker.image
+    listener = ctx.connection.listener_name
     brokers = [
         {
             "broker_id": node.node_id,
             "host": endpoint.host,
             "port": endpoint.port,
             "rack": node.rack,
-            "is_fenced": False,
+            "is_fenced": node.fenced,
         }
-        for node, endpoint in image.reachable_brokers(ctx.connection.listener_name)
+        for node, endpoint in image.reachable_brokers(
+            listener, include_fenced=request["include_fenced_brokers"]
+        )
     ]
     return {
         "throttle_time_ms": 0,
@@ -37,7 +41,7 @@ async def handle(ctx: RequestContext, request: Message) -> Message:
         "error_message": None,
         "endpoint_type": ENDPOINT_TYPE_BROKER,
         "cluster_id": image.cluster_id,
-        "controller_id": image.controller_id,
+        "controller_id": image.controller_for_clients(listener, ctx.broker.config.node_id),
         "brokers": brokers,
         "cluster_authorized_operations": NO_AUTHORIZED_OPERATIONS,
     }

@@ -6,9 +6,12 @@
   otherwise it gets UNKNOWN_TOPIC_OR_PARTITION. A name Kafka would not accept gets
   INVALID_TOPIC_EXCEPTION. From v10 a topic may be asked for by id (null name); an unknown
   id gets UNKNOWN_TOPIC_ID.
-- Brokers are listed with their endpoint on the listener the request came in on, as Kafka
-  does, so clients keep using the network they bootstrapped on.
-- ControllerId is the cluster's controller (this node while tidelog runs single-node).
+- Brokers are the live (unfenced) ones, each with its endpoint on the listener the request
+  came in on, as Kafka does, so clients keep using the network they bootstrapped on.
+  Partitions still name fenced replicas and leaders-to-be as the image holds them.
+- ControllerId is a live broker, which forwards admin requests to the active controller
+  (`MetadataImage.controller_for_clients`): what KRaft answers, so a client never waits on
+  a dead controller.
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ async def handle(ctx: RequestContext, request: Message) -> Message:
         "throttle_time_ms": 0,
         "brokers": _brokers(image, ctx.connection.listener_name),
         "cluster_id": image.cluster_id,
-        "controller_id": image.controller_id,
+        "controller_id": image.controller_for_clients(
+            ctx.connection.listener_name, broker.config.node_id
+        ),
         "topics": topics,
         "error_code": int(ErrorCode.NONE),
     }

@@ -161,13 +161,27 @@ class MetadataImage:
         """Registered brokers by node id."""
         return [self.brokers_by_id[node_id] for node_id in sorted(self.brokers_by_id)]
 
-    def reachable_brokers(self, listener_name: str) -> Iterator[tuple[BrokerNode, Endpoint]]:
+    def reachable_brokers(
+        self, listener_name: str, *, include_fenced: bool = False
+    ) -> Iterator[tuple[BrokerNode, Endpoint]]:
         """Brokers with an endpoint on `listener_name` (what clients on that listener can
-        reach), by node id."""
+        reach), by node id; fenced ones only when asked (Kafka shows clients live brokers)."""
         for node in self.brokers():
             endpoint = node.endpoint(listener_name)
-            if endpoint is not None:
+            if endpoint is not None and (include_fenced or not node.fenced):
                 yield node, endpoint
+
+    def controller_for_clients(self, listener_name: str, this_node: int) -> int:
+        """The ControllerId that Metadata and DescribeCluster give clients: a live broker
+        they can reach, since every broker forwards admin requests to the active
+        controller (KRaft's rule). This node when it is live (the client just reached it,
+        while a controller that died is still registered until fenced), else the active
+        controller, else the lowest; -1 when no broker is live."""
+        live = [node.node_id for node, _ in self.reachable_brokers(listener_name)]
+        for preferred in (this_node, self.controller_id):
+            if preferred in live:
+                return preferred
+        return live[0] if live else -1
 
     def broker(self, node_id: int) -> BrokerNode | None:
         return self.brokers_by_id.get(node_id)

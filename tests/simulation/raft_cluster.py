@@ -21,6 +21,9 @@ Invariants (checked after every step; the first violation stops the run):
     state-diverged         every node's state machine at offset o equals every other's
     epoch-backwards        a node's durable epoch never decreases
     hw-backwards           a node's high watermark never decreases while it runs
+    caught-up-early        a node that (re)started is never caught up (`catch_up_offset`)
+                           below what it had applied before it stopped (a node that takes a
+                           stale image for current deletes the logs of topics it lacks)
     committed-lost         (every 64 steps and at the end) each committed entry is on the
                            durable log or snapshot of a majority of voters
 Liveness: once faults stop and every node is back, a leader is elected and a new entry is
@@ -117,6 +120,11 @@ class Node:
     high_watermark: int = 0
     led_epoch: int = -1
     """The last epoch this node was checked as leader for completeness."""
+    applied_before: int = 0
+    """What this node had applied when it last stopped."""
+    incarnation: int = 0
+    """How many times it started: a message sent to an earlier one is lost with its
+    connections, as over TCP (a restarted process never gets its predecessor's answers)."""
 
     @property
     def alive(self) -> bool:
@@ -170,7 +178,8 @@ class RaftCluster:
         self.now_ms = 0
         self.steps = 0
         self.fault_count = 0
-        self._queue: list[tuple[int, int, int, int, Outbound]] = []
+        self._queue: list[tuple[int, int, int, int, int, Outbound]] = []
+        """(deliver at, sequence, source, destination, its incarnation, message)"""
         self._sequence = 0
         self._cut: set[tuple[int, int]] = set()
         self._proposal = 0
@@ -203,9 +212,11 @@ class RaftCluster:
         )
         node.machine = StateMachine.decode(d.snapshot.data) if d.snapshot else StateMachine()
         node.high_watermark = node.core.high_watermark
+        node.incarnation += 1
         self._drain(node)
 
     def crash(self, node: Node) -> None:
+        node.applied_before = max(node.applied_before, node.machine.offset)
         node.core = None
         self._trace("crash", node.node_id)
 
@@ -289,7 +300,8 @@ class RaftCluster:
         for _ in range(copies):
             delay = self.rng.randint(*self.faults.delay_ms)
             self._sequence += 1
-            item = (self.now_ms + delay, self._sequence, source, out.destination, out)
+            incarnation = self.nodes[out.destination].incarnation
+            item = (self.now_ms + delay, self._sequence, source, out.destination, incarnation, out)
             heapq.heappush(self._queue, item)
 
     # ---- the schedule ---------------------------------------------------------------
@@ -318,8 +330,8 @@ class RaftCluster:
                 self._propose()
                 next_proposal = self.now_ms + self.rng.randint(1, 2 * propose_every_ms)
             while self._queue and self._queue[0][0] <= self.now_ms:
-                _, _, source, destination, out = heapq.heappop(self._queue)
-                self._deliver(source, destination, out)
+                _, _, source, destination, incarnation, out = heapq.heappop(self._queue)
+                self._deliver(source, destination, incarnation, out)
             for node in self.nodes.values():
                 if node.core is not None and node.core.next_deadline_ms() <= self.now_ms:
                     node.core.tick(self.now_ms)
@@ -327,9 +339,11 @@ class RaftCluster:
             if self.steps % 64 == 0:
                 self.check_durability()
 
-    def _deliver(self, source: int, destination: int, out: Outbound) -> None:
+    def _deliver(self, source: int, destination: int, incarnation: int, out: Outbound) -> None:
         node = self.nodes[destination]
         core = node.core
+        if core is not None and incarnation != node.incarnation and out.request is not None:
+            return  # an answer to a process that is gone
         if core is None:
             # Nothing listens there: the sender's connection is refused.
             sender = self.nodes[source].core
@@ -402,6 +416,13 @@ class RaftCluster:
         hw = core.high_watermark
         if hw < node.high_watermark:
             raise Violation("hw-backwards", f"node {node.node_id} {node.high_watermark} -> {hw}")
+        target = core.catch_up_offset
+        if 0 <= target < node.applied_before:
+            raise Violation(
+                "caught-up-early",
+                f"node {node.node_id} is caught up at {target}, it had applied "
+                f"{node.applied_before}",
+            )
         log = core.log
         for offset in range(max(node.high_watermark, log.start_offset), min(hw, log.end_offset)):
             entry = log.entry(offset)

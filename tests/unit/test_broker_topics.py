@@ -136,7 +136,15 @@ async def test_topics_and_their_configs_survive_restart(
         assert topic is not None
         assert topic.topic_id == created.topic_id
         assert dict(topic.configs) == {"retention.ms": "60000"}
-        assert topic.partitions == created.partitions  # same leaders, same epochs
+        # The same assignment and leader; the shutdown fenced the node (no leader) and its
+        # return elected it again, each in a new leader epoch.
+        for before, after in zip(created.partitions, topic.partitions, strict=True):
+            assert (after.replicas, after.isr, after.leader_id) == (
+                before.replicas,
+                before.isr,
+                before.leader_id,
+            )
+            assert after.leader_epoch == before.leader_epoch + 2
         log = reopened.replicas.log("orders", 1)
         assert log is not None and log.config.retention_ms == 60000
 

@@ -62,7 +62,9 @@ def test_applying_records_builds_a_new_image_and_leaves_the_old_one() -> None:
     assert [p.leader_id for p in topic.partitions] == [0, 1]
     assert dict(topic.configs) == {"retention.ms": "1000"}
     assert [b.node_id for b in image.brokers()] == [0, 1]
-    assert [n.node_id for n, _ in image.reachable_brokers("PLAINTEXT")] == [0]
+    # Broker 1 has no PLAINTEXT endpoint; broker 0, registered fenced, is shown on request.
+    assert list(image.reachable_brokers("PLAINTEXT")) == []
+    assert [n.node_id for n, _ in image.reachable_brokers("PLAINTEXT", include_fenced=True)] == [0]
     assert image.offset == 6
     with pytest.raises(TypeError):
         image.topics_by_name["x"] = topic  # type: ignore[index]
@@ -257,3 +259,21 @@ def test_partition_change_merges_every_field_as_kafka_does() -> None:
     kept = changed.apply(PartitionChangeRecord(TOPIC_ID, 0))  # nothing but the epoch
     q = kept.partition("orders", 0)
     assert q is not None and dataclasses.replace(q, partition_epoch=1) == p
+
+
+def test_clients_are_given_a_live_broker_as_controller() -> None:
+    def endpoint(i: int) -> tuple[Endpoint, ...]:
+        return (Endpoint("PLAINTEXT", f"h{i}", 9092),)
+
+    image = MetadataImage.empty("cluster", controller_id=3).apply_all(
+        [
+            record
+            for i in (1, 2, 3)
+            for record in unfenced_registration(i, i, uuid.UUID(int=i), endpoint(i))
+        ]
+    )
+    assert image.controller_for_clients("PLAINTEXT", this_node=2) == 2
+    assert image.controller_for_clients("PLAINTEXT", this_node=9) == 3  # a controller-only node
+    fenced = image.apply_all([FenceBrokerRecord(3, 3)])
+    assert fenced.controller_for_clients("PLAINTEXT", this_node=9) == 1  # the lowest live one
+    assert fenced.controller_for_clients("OTHER", this_node=2) == -1  # none reachable there

@@ -512,7 +512,10 @@ def test_entries_of_an_old_epoch_commit_only_with_an_entry_of_the_leaders_epoch(
     # not committed: node 5 could still win an election and overwrite it.
     assert all(h.disks[n].entries[1] == lc(1, 2, 1) for n in (1, 2, 3))
     assert leader.high_watermark == 0
-    assert fetch_response(to_3).high_watermark == 0
+    # A leader that has not committed in its epoch reports no high watermark, so that a
+    # node that just started never takes its lower bound for what is committed.
+    assert fetch_response(to_3).high_watermark == -1
+    assert h.cores[3].quorum_high_watermark == -1
 
     h.deliver(*h.deliver(*to_2))  # 2 persists epoch 4's entry and says so
     assert leader.high_watermark == 0  # epoch 4's entry is on 2 of 5 only

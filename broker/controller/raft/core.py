@@ -179,7 +179,10 @@ class RaftCore:
         self._quorum = persisted.quorum
         self._persisted_end = self._log.end_offset
         self._high_watermark = self._log.start_offset
-        self._high_watermark_known = False
+        self._quorum_high_watermark = -1
+        self._rejoin_offset = self._log.end_offset
+        """The log's end at start, lowered by truncation: everything this node applied
+        before it stopped lies below it (see `catch_up_offset`)."""
         self._applied = self._log.start_offset
         self._now = now_ms
         self._role = Role.UNATTACHED
@@ -241,10 +244,25 @@ class RaftCore:
         return self._high_watermark
 
     @property
-    def high_watermark_known(self) -> bool:
-        """Whether this node has learned a high watermark from a leader (or computed one as
-        the leader) since it started: until then `high_watermark` is only the log start."""
-        return self._high_watermark_known
+    def quorum_high_watermark(self) -> int:
+        """The quorum's high watermark as this node last learned it since it started (or
+        last became leader): a follower's is what a leader that had committed in its own
+        epoch reported, not capped by this node's log; the leader's is its own, once an
+        entry of its epoch commits. -1 until then: `high_watermark` is only a lower bound
+        (at start, the log start), and a leader reports -1."""
+        return self._quorum_high_watermark
+
+    @property
+    def catch_up_offset(self) -> int:
+        """Where a node that (re)started has caught up: once it has applied to here, its
+        state is the quorum's (as of when it learned it) and includes everything it had
+        applied before it stopped, even where the only leader it reaches is a deposed one
+        that does not know the latest commits. The quorum high watermark, but at least this
+        node's log end at start (lowered when a divergent tail is truncated); -1 while the
+        quorum high watermark is unknown."""
+        if self._quorum_high_watermark < 0:
+            return -1
+        return max(self._quorum_high_watermark, self._rejoin_offset)
 
     @property
     def log(self) -> RaftLog:
@@ -278,7 +296,9 @@ class RaftCore:
             for v in sorted(self.voters)
         )
         observers = tuple(p for r, p in sorted(self._progress.items()) if r not in self.voters)
-        return QuorumInfo(self.node_id, self.epoch, self._high_watermark, voters, observers)
+        return QuorumInfo(
+            self.node_id, self.epoch, self._reported_high_watermark(), voters, observers
+        )
 
     # ---- inputs -------------------------------------------------------------------------
 
@@ -497,6 +517,9 @@ class RaftCore:
         self._role = Role.LEADER
         self._set_quorum(QuorumState(self.epoch, self.node_id, self.node_id))
         self._epoch_start_offset = self._log.end_offset
+        # What it knows as committed may trail what the last leader committed: it reports
+        # no high watermark (-1) until an entry of its own epoch commits.
+        self._quorum_high_watermark = -1
         self._leader_since_ms = self._now
         voters = tuple(sorted(self.voters))
         value = self._leader_change_value(self.epoch, self.node_id, voters)
@@ -686,7 +709,7 @@ class RaftCore:
         majority = positions[len(self.voters) // 2]
         if majority > self._epoch_start_offset and majority > self._high_watermark:
             self._high_watermark = majority
-            self._high_watermark_known = True
+            self._quorum_high_watermark = majority
             self._answer_parked()
 
     def _answer_parked(self) -> None:
@@ -709,8 +732,11 @@ class RaftCore:
     def _fetch_entries_response(self, request: FetchRequest) -> FetchResponse:
         entries = self._log.read(request.fetch_offset, self.config.fetch_max_bytes)
         return FetchResponse(
-            ErrorCode.NONE, self.epoch, self.node_id, self._high_watermark, entries
+            ErrorCode.NONE, self.epoch, self.node_id, self._reported_high_watermark(), entries
         )
+
+    def _reported_high_watermark(self) -> int:
+        return self._quorum_high_watermark
 
     def _answer_fetch(self, request: FetchRequest, response: FetchResponse) -> None:
         self._outbox.append(Outbound(request.replica_id, response, request))
@@ -735,7 +761,7 @@ class RaftCore:
                     ErrorCode.NONE,
                     self.epoch,
                     self.node_id,
-                    self._high_watermark,
+                    self._reported_high_watermark(),
                     snapshot_id=snapshot.snapshot_id,
                 ),
             )
@@ -746,7 +772,11 @@ class RaftCore:
             self._answer_fetch(
                 request,
                 FetchResponse(
-                    ErrorCode.NONE, self.epoch, self.node_id, self._high_watermark, diverging=end
+                    ErrorCode.NONE,
+                    self.epoch,
+                    self.node_id,
+                    self._reported_high_watermark(),
+                    diverging=end,
                 ),
             )
             self._note_contact(request.replica_id)
@@ -891,7 +921,9 @@ class RaftCore:
         self._maybe_fetch(self._now)
 
     def _follow_high_watermark(self, leader_high_watermark: int) -> None:
-        self._high_watermark_known = True
+        if leader_high_watermark < 0:
+            return  # the leader has not committed in its epoch yet
+        self._quorum_high_watermark = max(self._quorum_high_watermark, leader_high_watermark)
         self._high_watermark = max(
             self._high_watermark, min(leader_high_watermark, self._log.end_offset)
         )
@@ -904,6 +936,7 @@ class RaftCore:
         if offset >= self._log.end_offset:
             return
         self._log.truncate_to(offset)
+        self._rejoin_offset = min(self._rejoin_offset, offset)
         if self._pending_entries and offset >= self._pending_entries[0].offset:
             del self._pending_entries[offset - self._pending_entries[0].offset :]
         else:

@@ -21,7 +21,7 @@ from typing import Protocol, cast
 
 import trio
 
-from tidelog.broker.controller.raft.core import RaftCore, Ready
+from tidelog.broker.controller.raft.core import RaftCore, Ready, Role
 from tidelog.broker.controller.raft.messages import Outbound, RaftRequest, RaftResponse
 from tidelog.broker.controller.raft.store import RaftStore
 from tidelog.broker.controller.raft.wire import api_of, error_response
@@ -68,6 +68,10 @@ class RaftDriver:
         self._nursery: trio.Nursery | None = None
         self._committed = trio.Event()
         self._applied_to = core.log.start_offset
+        self._sending = 0
+        """Requests dispatched and not answered yet."""
+        self._sends_done = trio.Event()
+        self._carried_out = trio.Event()
 
     def wake(self) -> None:
         """Something stepped the core: carry out its Ready now."""
@@ -78,6 +82,19 @@ class RaftDriver:
         offset = self.core.append(values)
         self.wake()
         return offset
+
+    async def resign(self, timeout_ms: int) -> None:
+        """Step down if this node leads (a clean shutdown), so that the others elect a
+        successor at once instead of after their fetch timeout; returns once the
+        EndQuorumEpoch requests are answered, or after `timeout_ms`."""
+        if self.core.role is not Role.LEADER:
+            return
+        self.core.resign()
+        self.wake()
+        with trio.move_on_after(timeout_ms / 1000):
+            await self._carried_out.wait()
+            while self._sending:
+                await self._sends_done.wait()
 
     async def wait_applied(self, offset: int) -> None:
         """Wait until the entry at `offset` has been handed to `apply`."""
@@ -119,6 +136,8 @@ class RaftDriver:
         while True:
             ready = self.core.ready()
             if ready.empty():
+                self._carried_out.set()
+                self._carried_out = trio.Event()
                 return
             if ready.persists():
                 await self._run_blocking(functools.partial(self._persist, ready))
@@ -155,10 +174,17 @@ class RaftDriver:
                 waiting[1].done.set()
             return
         assert self._nursery is not None
+        self._sending += 1
         self._nursery.start_soon(self._send, out.destination, cast(RaftRequest, out.message))
 
     async def _send(self, destination: int, request: RaftRequest) -> None:
-        response = await self._transport.send(destination, request)
+        try:
+            response = await self._transport.send(destination, request)
+        finally:
+            self._sending -= 1
+            if not self._sending:
+                self._sends_done.set()
+                self._sends_done = trio.Event()
         if response is None:
             self.core.request_failed(destination, request, now_ms())
         else:

@@ -3,8 +3,11 @@
 `WireTransport` (a `RaftTransport`) keeps one connection per voter, made on first use and
 replaced once it breaks; a request that cannot be sent, times out or gets an answer that is
 not about `__cluster_metadata-0` yields None (the core's timers retry). `call` sends any
-other request over the same connections (a broker's requests to the active controller).
-The answering side is the controller listener (`handlers.quorum`).
+other request the controller listener serves; a node keeps a second transport for its
+requests to the active controller (`ControllerChannel`), because responses on one
+connection come back in request order: a heartbeat waiting for its commit must never sit
+in front of the Fetch response that would carry the commit. The answering side is the
+controller listener (`handlers.quorum`).
 """
 
 from __future__ import annotations
@@ -42,8 +45,10 @@ class WireTransport:
         node_id: int,
         cluster_id: str,
         request_timeout_ms: int,
+        client_name: str = "raft",
     ) -> None:
         self._network = network
+        self._client_id = f"{client_name}-{node_id}"
         self._voters = dict(voters)
         self._node_id = node_id
         self._cluster_id = cluster_id
@@ -115,7 +120,7 @@ class WireTransport:
                 node_id=destination,
                 host=host,
                 port=port,
-                client_id=f"raft-{self._node_id}",
+                client_id=self._client_id,
                 request_timeout_s=self._request_timeout_s + 1,
                 max_frame_bytes=QUORUM_FRAME_BYTES_MAX,
             )
