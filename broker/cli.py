@@ -1,9 +1,10 @@
 """The `tidelog` command: server commands here, client commands from `client.cli`.
 
-    tidelog dev [--host 127.0.0.1] [--port 9092] [--data-dir ./tidelog-data]
+    tidelog dev [--host 127.0.0.1] [--port 9092] [--data-dir ./tidelog-data] [--nodes N]
     tidelog broker --config broker.toml
 
-`dev` runs one broker with topics auto-created. Both print
+`dev` runs one broker with topics auto-created (a quorum of one); with `--nodes N`, a local
+cluster of N processes (`broker.dev_cluster`). Both print
 `tidelog ready: bootstrap HOST:PORT` on stdout once the broker accepts connections (with
 port 0, the port actually bound). SIGINT or SIGTERM shuts down cleanly and exits 0; a second
 signal during shutdown cuts it short (exit 1). Configuration and startup errors exit 2 / 1
@@ -40,10 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    dev = subparsers.add_parser("dev", help="run one local broker with auto-created topics")
+    dev = subparsers.add_parser(
+        "dev", help="run a local broker (or a cluster, --nodes) with auto-created topics"
+    )
     dev.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     dev.add_argument("--port", type=int, default=9092, help="port to bind; 0 picks a free one")
     dev.add_argument("--data-dir", default="./tidelog-data", help="where logs are kept")
+    dev.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="run a local cluster of this many processes: node i serves port + 2(i-1) "
+        "(its controller one above) and keeps its data in DATA_DIR/node<i>",
+    )
     dev.set_defaults(run=_run_dev)
 
     broker = subparsers.add_parser("broker", help="run a broker from a TOML config file")
@@ -75,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_dev(args: argparse.Namespace) -> int:
+    if args.nodes != 1:
+        return _run_dev_cluster(args)
     try:
         config = BrokerConfig(
             listeners=(ListenerConfig(name="PLAINTEXT", host=args.host, port=args.port),),
@@ -88,6 +100,27 @@ def _run_dev(args: argparse.Namespace) -> int:
         print(f"tidelog: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return _run_broker(config)
+
+
+def _run_dev_cluster(args: argparse.Namespace) -> int:
+    if not 1 <= args.nodes <= 9:
+        print("tidelog: --nodes must be between 1 and 9", file=sys.stderr)
+        return EXIT_USAGE
+    if args.port == 0:
+        print("tidelog: --nodes needs a fixed --port (the nodes' ports follow it)", file=sys.stderr)
+        return EXIT_USAGE
+    if not 1 <= args.port <= 65535 - 2 * args.nodes:
+        print(f"tidelog: --port {args.port} leaves no room for {args.nodes} nodes", file=sys.stderr)
+        return EXIT_USAGE
+    from tidelog.broker.dev_cluster import run_dev_cluster
+
+    return run_dev_cluster(
+        args.nodes,
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        log_level=args.log_level,
+    )
 
 
 def _run_broker(config: BrokerConfig) -> int:

@@ -284,6 +284,11 @@ class Broker:
         await lifecycle.register(self.advertised_endpoints())
         services.start_soon(lifecycle.serve)
         await lifecycle.unfenced.wait()
+        node_id = self.config.node_id
+        # Ready once this node's own Metadata lists it (the unfencing is applied here too).
+        await self.node.quorum.wait_for(
+            lambda image: (broker := image.broker(node_id)) is not None and not broker.fenced
+        )
 
     async def _start_listeners(
         self, services: trio.Nursery, connections: trio.Nursery, *, controller: bool

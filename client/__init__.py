@@ -21,6 +21,8 @@ _EXPORTS = {
     "ConfigResourceType": "tidelog.client.protocol.configs",
     "ConfigEntry": "tidelog.client.admin",
     "ClusterDescription": "tidelog.client.admin",
+    "QuorumDescription": "tidelog.client.admin",
+    "ReplicaState": "tidelog.client.admin",
     "OffsetAndTimestamp": "tidelog.client.offsets",
     "TopicInfo": "tidelog.client.metadata",
     "PartitionInfo": "tidelog.client.metadata",
@@ -97,11 +99,13 @@ __all__ = [
     "OutOfOrderSequenceNumberError",
     "PartitionInfo",
     "Producer",
+    "QuorumDescription",
     "RebalanceInProgressError",
     "RebalanceListener",
     "RecordFuture",
     "RecordMetadata",
     "RecordTooLargeError",
+    "ReplicaState",
     "TopicAlreadyExistsError",
     "TopicInfo",
     "TopicPartition",
@@ -122,7 +126,14 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from tidelog.client.admin import Admin, ClusterDescription, ConfigEntry, ConfigResource
+    from tidelog.client.admin import (
+        Admin,
+        ClusterDescription,
+        ConfigEntry,
+        ConfigResource,
+        QuorumDescription,
+        ReplicaState,
+    )
     from tidelog.client.consumer import Consumer
     from tidelog.client.errors import (
         BrokerResponseError,

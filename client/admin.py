@@ -8,7 +8,8 @@ Each call retries retriable failures (lost connections, NOT_CONTROLLER, leaders 
 with backoff until `default_api_timeout_ms`, then raises `KafkaTimeoutError`. Topic creation,
 deletion and partition changes go to the controller named by Metadata; per-partition calls
 to each partition's leader; consumer-group calls to the group's coordinator (found with
-FindCoordinator), except `list_groups`, which asks every broker; the rest to any broker.
+FindCoordinator), except `list_groups`, which asks every broker; the rest to any broker
+(which forwards `describe_quorum` to the active controller).
 
 Calls that act on several entities (topics, resources, partitions) apply to each
 independently; when some fail, the call raises the error of the first failed entity (its
@@ -39,6 +40,7 @@ from tidelog.client.protocol.messages.admin import (
     INCREMENTAL_ALTER_CONFIGS,
 )
 from tidelog.client.protocol.messages.data import DELETE_RECORDS, DESCRIBE_CLUSTER, METADATA
+from tidelog.client.protocol.messages.quorum import DESCRIBE_QUORUM
 from tidelog.client.protocol.primitives import ZERO_UUID
 from tidelog.client.protocol.schema import Message
 from tidelog.client.structs import NewTopic, TopicPartition
@@ -73,14 +75,47 @@ class ConfigEntry:
 
 @dataclass(frozen=True, slots=True)
 class ClusterDescription:
+    """`controller_id` is -1 when none is known; `brokers` include the fenced ones when
+    the broker can list them (`BrokerInfo.fenced`)."""
+
     cluster_id: str | None
     controller_id: int
     brokers: list[BrokerInfo] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """One member of the metadata quorum as its leader sees it (Kafka's
+    QuorumInfo.ReplicaState). Timestamps are in ms on the leader's clock (Kafka's leaders
+    use the wall clock), -1 when unknown."""
+
+    replica_id: int
+    log_end_offset: int
+    last_fetch_timestamp: int = -1
+    last_caught_up_timestamp: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class QuorumDescription:
+    """The KRaft metadata quorum (Kafka's QuorumInfo): its leader, the leader's epoch and
+    high watermark, and the progress of each voter and observer."""
+
+    leader_id: int
+    leader_epoch: int
+    high_watermark: int
+    voters: list[ReplicaState] = field(default_factory=list)
+    observers: list[ReplicaState] = field(default_factory=list)
+
+    def lag(self, replica: ReplicaState) -> int:
+        """How far `replica`'s log end is behind the high watermark (never negative)."""
+        return max(self.high_watermark - replica.log_end_offset, 0)
+
+
 OffsetSpec = Literal["earliest", "latest", "max_timestamp"] | int
 """For `list_offsets`: a named position, or a timestamp in ms (first offset at or after)."""
 _SPEC_TIMESTAMPS = {"earliest": EARLIEST, "latest": LATEST, "max_timestamp": MAX_TIMESTAMP}
+
+_QUORUM_PARTITION = TopicPartition("__cluster_metadata", 0)
 
 # Entity errors after which the same request to a refreshed controller may succeed.
 _REROUTE_ERRORS = frozenset({ErrorCode.NOT_CONTROLLER})
@@ -458,19 +493,23 @@ class Admin(GroupAdmin):
 
     async def describe_cluster(self) -> ClusterDescription:
         """Cluster id, controller and brokers (DescribeCluster, or Metadata on brokers that
-        lack it)."""
+        lack it). Fenced brokers are included, marked `fenced`, where DescribeCluster v2
+        is served; older versions and Metadata list the live brokers only."""
 
         async def attempt() -> ClusterDescription:
             connection = await self._cluster.any_connection()
             if connection.supports(DESCRIBE_CLUSTER.key):
-                response = await connection.request(
-                    DESCRIBE_CLUSTER.key, {"include_cluster_authorized_operations": False}
-                )
+                body = {
+                    "include_cluster_authorized_operations": False,
+                    "include_fenced_brokers": True,  # v2+; ignored below
+                }
+                response = await connection.request(DESCRIBE_CLUSTER.key, body)
                 code = response["error_code"]
                 if code != ErrorCode.NONE:
                     raise error_for_code(code, response.get("error_message"))
+                # Below v2 `is_fenced` decodes as its default, False.
                 brokers = [
-                    BrokerInfo(b["broker_id"], b["host"], b["port"], b.get("rack"))
+                    BrokerInfo(b["broker_id"], b["host"], b["port"], b.get("rack"), b["is_fenced"])
                     for b in response["brokers"]
                 ]
                 return ClusterDescription(
@@ -486,6 +525,56 @@ class Admin(GroupAdmin):
             )
 
         return await self._retrying("DescribeCluster", self._deadline(None), attempt)
+
+    async def describe_quorum(self) -> QuorumDescription:
+        """The metadata quorum, as its leader reports it (DescribeQuorum of
+        `__cluster_metadata` partition 0, which any broker forwards to the active
+        controller). Retries while the quorum has no leader or it moves; raises
+        `IncompatibleBrokerError` if the broker does not serve DescribeQuorum."""
+        tp = _QUORUM_PARTITION
+        where = f"{tp.topic}-{tp.partition}"
+
+        def replica(state: Message) -> ReplicaState:
+            return ReplicaState(
+                state["replica_id"],
+                state["log_end_offset"],
+                state["last_fetch_timestamp"],
+                state["last_caught_up_timestamp"],
+            )
+
+        async def attempt() -> QuorumDescription:
+            connection = await self._cluster.any_connection()
+            body = {
+                "topics": [
+                    {"topic_name": tp.topic, "partitions": [{"partition_index": tp.partition}]}
+                ]
+            }
+            response = await connection.request(DESCRIBE_QUORUM.key, body)
+            code = response["error_code"]
+            if code != ErrorCode.NONE:
+                raise error_for_code(code, response["error_message"] or None)
+            answered = [
+                p
+                for t in response["topics"]
+                if t["topic_name"] == tp.topic
+                for p in t["partitions"]
+                if p["partition_index"] == tp.partition
+            ]
+            if not answered:
+                raise unanswered("DescribeQuorum", [where])[0]
+            partition = answered[0]
+            error = self._entity_error(partition["error_code"], partition["error_message"], where)
+            if error is not None:
+                raise error
+            return QuorumDescription(
+                partition["leader_id"],
+                partition["leader_epoch"],
+                partition["high_watermark"],
+                [replica(v) for v in partition["current_voters"]],
+                [replica(o) for o in partition["observers"]],
+            )
+
+        return await self._retrying("DescribeQuorum", self._deadline(None), attempt)
 
 
 def _creatable_topic(topic: NewTopic) -> Message:

@@ -3,7 +3,7 @@
     tidelog topic create|list|describe|delete|alter-config ...
     tidelog produce TOPIC        lines of stdin (or --file) become records
     tidelog consume TOPIC        records to stdout, by kcat-style template or as JSON
-    tidelog cluster info         cluster id, controller, brokers
+    tidelog cluster info         cluster id, controller, brokers, metadata quorum
     tidelog group list|describe|reset-offsets|delete ...   consumer groups, lag, offsets
 
 Every command takes `-b/--brokers HOST:PORT,...` (default `$TIDELOG_BROKERS`, else

@@ -14,7 +14,16 @@ JSON shapes:
                                             "sensitive"}}}]
                      ("configs" is null when the broker does not serve DescribeConfigs)
     cluster info     {"cluster_id", "controller_id",
-                      "brokers": [{"node_id", "host", "port", "rack"}]}
+                      "brokers": [{"node_id", "host", "port", "rack", "fenced"}],
+                      "quorum": {"leader_id", "leader_epoch", "high_watermark",
+                                 "voters": [{"replica_id", "log_end_offset", "lag",
+                                             "last_fetch_timestamp",
+                                             "last_caught_up_timestamp"}],
+                                 "observers": [...same...]}}
+                     ("quorum" is null when the broker does not serve DescribeQuorum or
+                     it failed for good; "lag" is high_watermark - log_end_offset, at
+                     least 0; timestamps are ms on the quorum leader's clock, -1 when
+                     unknown)
 """
 
 from __future__ import annotations
@@ -23,7 +32,14 @@ import argparse
 import sys
 from typing import Any
 
-from tidelog.client.admin import Admin, ClusterDescription, ConfigEntry, ConfigResource
+from tidelog.client.admin import (
+    Admin,
+    ClusterDescription,
+    ConfigEntry,
+    ConfigResource,
+    QuorumDescription,
+    ReplicaState,
+)
 from tidelog.client.cli_common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -41,6 +57,7 @@ from tidelog.client.cli_common import (
 )
 from tidelog.client.errors import (
     IncompatibleBrokerError,
+    KafkaError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
@@ -167,15 +184,18 @@ def add_cluster_commands(
         subparsers,
         common,
         "cluster",
-        help_text="show the cluster id, controller and brokers",
+        help_text="show the cluster id, controller, brokers and metadata quorum",
         description="Inspect the cluster.",
         examples=CLUSTER_EXAMPLES,
     )
     info = action(
         "info",
-        "cluster id, controller and brokers",
+        "cluster id, controller, brokers (fenced ones marked) and metadata quorum",
         "tidelog cluster info --format json",
-        description="Show the cluster id, the controller and the brokers.",
+        description="Show the cluster id, the controller, the brokers (fenced ones marked "
+        "'fenced') and the metadata quorum: its leader, epoch and high watermark, and each "
+        "voter's and observer's log end offset and lag behind the high watermark. The "
+        "quorum is left out, with a note, when the broker cannot describe it.",
     )
     add_output_format(info)
     info.set_defaults(run=command(_cluster_info))
@@ -362,7 +382,8 @@ async def _alter_config(args: argparse.Namespace, interruption: Interruption) ->
 async def _cluster_info(args: argparse.Namespace, interruption: Interruption) -> int:
     async with admin(args) as client:
         description = await client.describe_cluster()
-    document = _cluster_document(description)
+        quorum = await _quorum(client)
+    document = _cluster_document(description, quorum)
     if args.format == "json":
         print_json(document)
         return EXIT_OK
@@ -375,17 +396,71 @@ async def _cluster_info(args: argparse.Namespace, interruption: Interruption) ->
     for broker in document["brokers"]:
         rack = f"  rack={broker['rack']}" if broker["rack"] else ""
         role = "  (controller)" if broker["node_id"] == controller else ""
-        lines.append(f"  {broker['node_id']}  {broker['host']}:{broker['port']}{rack}{role}")
+        fenced = "  fenced" if broker["fenced"] else ""
+        lines.append(
+            f"  {broker['node_id']}  {broker['host']}:{broker['port']}{rack}{role}{fenced}"
+        )
+    if quorum is not None:
+        leader = quorum.leader_id if quorum.leader_id >= 0 else "none"
+        lines.append(
+            f"Quorum: leader {leader}, epoch {quorum.leader_epoch}, "
+            f"high watermark {quorum.high_watermark}"
+        )
+        for kind in ("voter", "observer"):
+            for replica in document["quorum"][f"{kind}s"]:
+                lines.append(
+                    f"  {kind} {replica['replica_id']}  log end {replica['log_end_offset']}"
+                    f"  lag {replica['lag']}"
+                )
     sys.stdout.write("\n".join(lines) + "\n")
     return EXIT_OK
 
 
-def _cluster_document(description: ClusterDescription) -> dict[str, Any]:
+async def _quorum(client: Admin) -> QuorumDescription | None:
+    """The metadata quorum; None (with a note) when the broker does not serve
+    DescribeQuorum or it failed for good. Retriable failures that outlast the timeout
+    fail the command."""
+    try:
+        return await client.describe_quorum()
+    except KafkaError as exc:
+        if exc.retriable:
+            raise
+        note(f"quorum not shown: {exc}")
+        return None
+
+
+def _cluster_document(
+    description: ClusterDescription, quorum: QuorumDescription | None
+) -> dict[str, Any]:
+    def replica(state: ReplicaState, q: QuorumDescription) -> dict[str, Any]:
+        return {
+            "replica_id": state.replica_id,
+            "log_end_offset": state.log_end_offset,
+            "lag": q.lag(state),
+            "last_fetch_timestamp": state.last_fetch_timestamp,
+            "last_caught_up_timestamp": state.last_caught_up_timestamp,
+        }
+
     return {
         "cluster_id": description.cluster_id,
         "controller_id": description.controller_id,
         "brokers": [
-            {"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack}
+            {
+                "node_id": b.node_id,
+                "host": b.host,
+                "port": b.port,
+                "rack": b.rack,
+                "fenced": b.fenced,
+            }
             for b in sorted(description.brokers, key=lambda b: b.node_id)
         ],
+        "quorum": None
+        if quorum is None
+        else {
+            "leader_id": quorum.leader_id,
+            "leader_epoch": quorum.leader_epoch,
+            "high_watermark": quorum.high_watermark,
+            "voters": [replica(v, quorum) for v in quorum.voters],
+            "observers": [replica(o, quorum) for o in quorum.observers],
+        },
     }

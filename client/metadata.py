@@ -18,12 +18,14 @@ from tidelog.client.structs import TopicPartition
 
 @dataclass(frozen=True, slots=True)
 class BrokerInfo:
-    """A broker as Metadata describes it."""
+    """A broker as Metadata or DescribeCluster describes it. `fenced`: registered but not
+    serving (only DescribeCluster v2 lists fenced brokers; False wherever it cannot say)."""
 
     node_id: int
     host: str
     port: int
     rack: str | None = None
+    fenced: bool = False
 
 
 @dataclass(frozen=True, slots=True)

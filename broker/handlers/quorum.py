@@ -50,7 +50,12 @@ async def describe_quorum(ctx: RequestContext, request: Message) -> Message:
     if forwarded is not None:
         return forwarded
     core = ctx.broker.quorum.core
-    return describe_quorum_response(core.quorum_info(), leader_id=core.leader_id, epoch=core.epoch)
+    return describe_quorum_response(
+        core.quorum_info(),
+        leader_id=core.leader_id,
+        epoch=core.epoch,
+        wall_offset_ms=ctx.broker.now_ms() - now_ms(),
+    )
 
 
 def describe_quorum_error_response(request: Message, version: int, code: ErrorCode) -> Message:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import random
 import signal
 import socket
 import subprocess
@@ -136,3 +139,77 @@ def test_a_port_in_use_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture
         port = taken.getsockname()[1]
         assert main(["dev", "--port", str(port), "--data-dir", str(tmp_path)]) == 1
     assert "cannot start" in capsys.readouterr().err
+
+
+def free_port_run(count: int) -> int:
+    """The first of `count` consecutive ports on 127.0.0.1 that are free right now."""
+    rng = random.Random()
+    for _ in range(100):
+        base = rng.randrange(20000, 60000 - count)
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
+async def test_dev_nodes_runs_a_local_cluster_and_stops_it_on_sigint(tmp_path: Path) -> None:
+    port = free_port_run(6)
+    data_dir = tmp_path / "cluster"
+    args = ["dev", "--nodes", "3", "--port", str(port), "--data-dir", str(data_dir)]
+    with (tmp_path / "stderr.log").open("wb") as stderr:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "tidelog.broker.cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            cwd=REPO,
+        )
+    pids = []
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        buffered = b""
+        with trio.fail_after(TIMEOUT_S):
+            while len(lines) < 4:
+                chunk = await process.stdout.receive_some(4096)
+                assert chunk, f"stdout closed after {lines}"
+                *complete, buffered = (buffered + chunk).split(b"\n")
+                lines += [line.decode() for line in complete]
+        addresses = [f"127.0.0.1:{port + 2 * i}" for i in range(3)]
+        for node_id, (line, address) in enumerate(zip(lines, addresses, strict=False), 1):
+            name, number, pid_word, pid, shown = line.split()
+            assert (name, number, pid_word, shown) == ("node", str(node_id), "pid", address)
+            pids.append(int(pid))
+        assert lines[3] == READY_PREFIX + ",".join(addresses)
+        assert (data_dir / "node2.toml").read_text().count(f"port = {port + 3}") == 1
+        for node_port in (port, port + 2, port + 4):
+            with trio.fail_after(TIMEOUT_S):  # the last unfencing reaches every node soon
+                while True:
+                    async with await WireClient.connect(
+                        TcpNetwork(), "127.0.0.1", node_port
+                    ) as client:
+                        response = await client.request(3, 12, metadata_request())
+                    if sorted(b["node_id"] for b in response["brokers"]) == [1, 2, 3]:
+                        break
+                    await trio.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(TIMEOUT_S):
+            assert await process.wait() == 0
+        for pid in pids:  # every node is gone, not just the supervisor
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -20,6 +20,7 @@ import trustme
 
 from tests.integration.conftest import RunningBroker, StartBroker, local_config
 from tidelog.broker.config import ListenerConfig, TlsConfig
+from tidelog.broker.metadata.records import Endpoint, RegisterBrokerRecord
 
 _CONSOLE_SCRIPT = Path(sys.executable).with_name("tidelog")
 TIDELOG = (
@@ -446,13 +447,44 @@ async def test_cluster_info_with_brokers_from_the_environment(broker: RunningBro
     )
     assert result.status == 0, result.stderr
     node_id = broker.broker.config.node_id
-    assert json.loads(result.stdout) == {
+    document = json.loads(result.stdout)
+    quorum = document.pop("quorum")
+    assert document == {
         "cluster_id": broker.broker.image.cluster_id,
         "controller_id": node_id,
-        "brokers": [{"node_id": node_id, "host": broker.host, "port": broker.port, "rack": None}],
-    }
+        "brokers": [
+            {"node_id": node_id, "host": broker.host, "port": broker.port, "rack": None,
+             "fenced": False}
+        ],
+    }  # fmt: skip
+    (voter,) = quorum["voters"]
+    assert (quorum["leader_id"], voter["replica_id"], voter["lag"]) == (node_id, node_id, 0)
+    assert quorum["leader_epoch"] >= 1 and quorum["observers"] == []
+    assert quorum["high_watermark"] == voter["log_end_offset"] > 0
     text = await run_tidelog("cluster", "info", env={"TIDELOG_BROKERS": broker.bootstrap})
     assert f"  {node_id}  {broker.bootstrap}  (controller)" in text.lines
+    quorum_line, voter_line = text.lines[-2:]
+    assert quorum_line.startswith(f"Quorum: leader {node_id}, epoch ")
+    assert voter_line.startswith(f"  voter {node_id}  log end ") and voter_line.endswith("  lag 0")
+
+
+async def test_cluster_info_marks_fenced_brokers(cli: Cli, broker: RunningBroker) -> None:
+    # Registered, it stays fenced until it heartbeats, which it never does.
+    controller = broker.broker.controller
+    assert controller is not None
+    await controller.commit([RegisterBrokerRecord(7, (Endpoint("PLAINTEXT", "127.0.0.1", 9094),))])
+    document = json.loads((await cli.ok("cluster", "info", "--format", "json")).stdout)
+    assert [(b["node_id"], b["port"], b["fenced"]) for b in document["brokers"]] == [
+        (0, broker.port, False),
+        (7, 9094, True),
+    ]
+    assert [v["replica_id"] for v in document["quorum"]["voters"]] == [0]
+    text = (await cli.ok("cluster", "info")).lines
+    assert text[2:5] == [
+        "Brokers: 2",
+        f"  0  {broker.bootstrap}  (controller)",
+        "  7  127.0.0.1:9094  fenced",
+    ]
 
 
 async def test_tls(start_broker: StartBroker, tmp_path: Path) -> None:

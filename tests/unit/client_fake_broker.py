@@ -72,6 +72,7 @@ class FakeBroker:
             37: (0, 3),
             44: (0, 1),
             60: (0, 2),
+            55: (0, 2),
             # librdkafka compresses with lz4 only when FindCoordinator v0 is offered.
             10: (0, 2),
         }
@@ -194,6 +195,7 @@ class FakeBroker:
                 37: self._create_partitions,
                 44: self._alter_configs,
                 60: self._describe_cluster,
+                55: self._describe_quorum,
                 10: self._find_coordinator,
             }
             if header.api_key == 1:
@@ -380,12 +382,37 @@ class FakeBroker:
         return {"topics": topics}
 
     def _describe_cluster(self, request: Message) -> Message:
-        return {
-            "error_code": 0,
-            "cluster_id": "fake",
-            "controller_id": 0,
-            "brokers": [{"broker_id": 0, "host": self.host, "port": self.port}],
-        }
+        """Node 0, and a fenced node 1 when asked for fenced brokers (v2)."""
+        brokers: list[Message] = [{"broker_id": 0, "host": self.host, "port": self.port}]
+        if request["include_fenced_brokers"]:
+            brokers.append({"broker_id": 1, "host": "fenced", "port": 9093, "is_fenced": True})
+        return {"error_code": 0, "cluster_id": "fake", "controller_id": 0, "brokers": brokers}
+
+    def _describe_quorum(self, request: Message) -> Message:
+        """Voters 0 (the leader) and 1, observer 2; `admin_faults` answer per partition."""
+
+        def partition(index: int) -> Message:
+            return {
+                "partition_index": index,
+                "error_code": self._admin_fault(),
+                "leader_id": 0,
+                "leader_epoch": 3,
+                "high_watermark": 120,
+                "current_voters": [
+                    {"replica_id": 0, "log_end_offset": 120, "last_fetch_timestamp": 5},
+                    {"replica_id": 1, "log_end_offset": 118},
+                ],
+                "observers": [{"replica_id": 2, "log_end_offset": 125}],
+            }
+
+        topics = [
+            {
+                "topic_name": t["topic_name"],
+                "partitions": [partition(p["partition_index"]) for p in t["partitions"]],
+            }
+            for t in request["topics"]
+        ]
+        return {"error_code": 0, "topics": topics}
 
     def _find_coordinator(self, request: Message) -> Message:
         return {"error_code": 0, "node_id": 0, "host": self.host, "port": self.port}

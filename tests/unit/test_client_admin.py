@@ -10,14 +10,17 @@ import trio
 import trio.testing
 
 from tests.unit.client_fake_broker import FakeBroker
-from tidelog.client.admin import Admin, ConfigResource
+from tidelog.client.admin import Admin, ConfigResource, ReplicaState
 from tidelog.client.errors import (
+    ClusterAuthorizationFailedError,
+    IncompatibleBrokerError,
     InvalidPartitionsError,
     KafkaTimeoutError,
     PolicyViolationError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
+from tidelog.client.metadata import BrokerInfo
 from tidelog.client.protocol.configs import ConfigResourceType, ConfigSource
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.records import RecordInput, encode_batch
@@ -137,4 +140,46 @@ async def test_offsets_records_and_cluster(fake: FakeBroker) -> None:
                 await a.list_offsets({TopicPartition("existing", 7): "latest"})
             cluster = await a.describe_cluster()
     assert (cluster.cluster_id, cluster.controller_id) == ("fake", 0)
-    assert [(b.node_id, b.host, b.port) for b in cluster.brokers] == [(0, "fake", 9092)]
+    assert cluster.brokers == [
+        BrokerInfo(0, "fake", 9092),
+        BrokerInfo(1, "fenced", 9093, fenced=True),
+    ]
+    assert [(version, body["include_fenced_brokers"]) for key, version, body in fake.requests
+            if key == 60] == [(2, True)]  # fmt: skip
+
+
+async def test_describe_cluster_below_v2_lists_live_brokers_only(fake: FakeBroker) -> None:
+    fake.api_versions[60] = (0, 1)
+    with trio.fail_after(TIMEOUT_S):
+        async with admin(fake) as a:
+            cluster = await a.describe_cluster()
+    assert cluster.brokers == [BrokerInfo(0, "fake", 9092, fenced=False)]
+
+
+async def test_describe_quorum_retries_a_moving_leader(fake: FakeBroker) -> None:
+    fake.admin_faults.append(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+    with trio.fail_after(TIMEOUT_S):
+        async with admin(fake) as a:
+            quorum = await a.describe_quorum()
+    assert (quorum.leader_id, quorum.leader_epoch, quorum.high_watermark) == (0, 3, 120)
+    assert quorum.voters == [ReplicaState(0, 120, 5, -1), ReplicaState(1, 118, -1, -1)]
+    assert quorum.observers == [ReplicaState(2, 125, -1, -1)]
+    assert [quorum.lag(r) for r in (*quorum.voters, *quorum.observers)] == [0, 2, 0]
+    asked = requests_of(fake, 55)
+    assert len(asked) == 2
+    assert asked[0] == {
+        "topics": [{"topic_name": "__cluster_metadata", "partitions": [{"partition_index": 0}]}]
+    }
+
+
+async def test_describe_quorum_errors(fake: FakeBroker) -> None:
+    fake.admin_faults.append(ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
+    with trio.fail_after(TIMEOUT_S):
+        async with admin(fake) as a:
+            with pytest.raises(ClusterAuthorizationFailedError, match="__cluster_metadata-0"):
+                await a.describe_quorum()
+        del fake.api_versions[55]
+        async with admin(fake) as a:
+            with pytest.raises(IncompatibleBrokerError, match="DescribeQuorum"):
+                await a.describe_quorum()
+    assert len(requests_of(fake, 55)) == 1

@@ -361,17 +361,24 @@ def error_response(api_key: int, error: ErrorCode) -> RaftResponse:
     return FetchSnapshotResponse(error, -1, NO_NODE)
 
 
-def describe_quorum_response(info: QuorumInfo | None, *, leader_id: int, epoch: int) -> Message:
+def describe_quorum_response(
+    info: QuorumInfo | None, *, leader_id: int, epoch: int, wall_offset_ms: int = 0
+) -> Message:
     """DescribeQuorum's answer (any version; fields of later versions are ignored below
     them): the leader's view of every voter and observer, or NOT_LEADER_OR_FOLLOWER naming
-    the leader this node knows."""
+    the leader this node knows. The core's times are on its own clock; `wall_offset_ms`
+    (wall clock minus that clock) turns them into Kafka's ms since the epoch (-1 stays
+    unknown)."""
+
+    def wall(ms: int) -> int:
+        return ms + wall_offset_ms if ms >= 0 else -1
 
     def replica(p: ReplicaProgress) -> dict[str, Any]:
         return {
             "replica_id": p.replica_id,
             "log_end_offset": p.end_offset,
-            "last_fetch_timestamp": p.last_fetch_ms,
-            "last_caught_up_timestamp": p.last_caught_up_ms,
+            "last_fetch_timestamp": wall(p.last_fetch_ms),
+            "last_caught_up_timestamp": wall(p.last_caught_up_ms),
         }
 
     if info is None:
