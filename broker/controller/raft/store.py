@@ -3,23 +3,7 @@
 Not a pure core: it does file I/O, but only through the injected `FileSystem`, and it takes
 its clock as `now_ms`. Every method blocks on I/O; the trio driver runs them in a worker.
 
-Directory layout (Kafka's: `directory` is the partition directory itself, e.g.
-`<metadata.log.dir>/__cluster_metadata-0`; the storage `PartitionLog` shares it)::
-
-    quorum-state                          {"leaderId":..,"leaderEpoch":..,"votedId":..,
-                                          "data_version":0}, Kafka's FileQuorumStateStore
-    <end offset:020d>-<epoch:010d>.checkpoint
-                                          a snapshot: a 30-byte header (below), then the
-                                          state machine's bytes verbatim
-    truncation-redo                       present only while `truncate_to` rewrites a batch
-                                          that straddles the truncation point (below)
-    *.tmp                                 an atomic write in progress; removed at open
-    <base offset:020d>.log / .index / .timeindex, leader-epoch-checkpoint
-                                          the log (storage.log): one record per entry
-
-Snapshot header (big-endian): magic `b"TLSN"`, format version int16 (0), end offset int64,
-epoch int32, data length int64, CRC-32C of the data uint32. A snapshot file is valid when
-the header agrees with the file name and the file size and the CRC matches.
+The files and their formats are in `store_files`.
 
 Log records: an entry is one record with offset = entry offset. Consecutive entries of one
 append with the same epoch and the same kind (data or control) share a RecordBatch v2 whose
@@ -62,17 +46,28 @@ metadata log is small; nothing needs a recovery-point checkpoint).
 
 from __future__ import annotations
 
-import json
 import logging
 import posixpath
-import re
-import struct
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from crc32c import crc32c
-
 from tidelog.broker.controller.raft.records import EntryFormatError, encode_entries, entry_of
+from tidelog.broker.controller.raft.store_files import (
+    QUORUM_STATE_FILE,
+    SNAPSHOT_HEADER,
+    SNAPSHOT_MAGIC,
+    TEMP_SUFFIX,
+    TRUNCATION_REDO_FILE,
+    CorruptSnapshot,
+    RaftStoreError,
+    encode_quorum_state,
+    encode_snapshot_header,
+    id_key,
+    parse_snapshot_name,
+    read_quorum_state,
+    read_snapshot,
+    snapshot_file_name,
+)
 from tidelog.broker.controller.raft.types import (
     Entry,
     PersistedState,
@@ -109,51 +104,13 @@ __all__ = [
     "snapshot_file_name",
 ]
 
-QUORUM_STATE_FILE = "quorum-state"
-TRUNCATION_REDO_FILE = "truncation-redo"
-SNAPSHOT_SUFFIX = ".checkpoint"
-TEMP_SUFFIX = ".tmp"
-_SNAPSHOT_NAME = re.compile(r"(\d{20})-(\d{10})\.checkpoint")
-
-SNAPSHOT_MAGIC = b"TLSN"
-SNAPSHOT_FORMAT_VERSION = 0
-SNAPSHOT_HEADER = struct.Struct(">4shqiqI")
-"""magic, format version, end offset, epoch, data length, CRC-32C of the data."""
-
 DEFAULT_MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_BATCH_BYTES = 1024 * 1024
 DEFAULT_KEEP_SNAPSHOTS = 2
 DEFAULT_LOG_CONFIG = LogConfig(retention_ms=-1)
-QUORUM_STATE_MAX_BYTES = 64 * 1024
-"""A quorum-state file is a few dozen bytes; anything larger is refused, not read."""
-QUORUM_STATE_VERSIONS = (0, 1)
-"""data_version values read (Kafka writes 0 before KIP-853, 1 after); 0 is written."""
-
 _INT16_MAX = 2**15 - 1
 _INT64_MAX = 2**63 - 1
 _READ_CHUNK_BYTES = 1024 * 1024
-
-
-class RaftStoreError(Exception):
-    """The store's files are unusable (corrupt, inconsistent, over a limit) or an I/O error
-    left them in an unknown state; in the last case the store refuses further work until it
-    is reopened."""
-
-
-def snapshot_file_name(snapshot_id: SnapshotId) -> str:
-    """Kafka's snapshot file name: `<end offset:020d>-<epoch:010d>.checkpoint`."""
-    return f"{snapshot_id.end_offset:020d}-{snapshot_id.epoch:010d}{SNAPSHOT_SUFFIX}"
-
-
-def _parse_snapshot_name(name: str) -> SnapshotId | None:
-    match = _SNAPSHOT_NAME.fullmatch(name)
-    if match is None:
-        return None
-    return SnapshotId(int(match[1]), int(match[2]))
-
-
-class _CorruptSnapshot(Exception):
-    """A snapshot file that fails its checks: skipped, the next older one is tried."""
 
 
 class RaftStore:
@@ -234,27 +191,27 @@ class RaftStore:
                 fs.remove(posixpath.join(directory, name))
             if temp_names:
                 fs.fsync_dir(directory)
-            quorum = _read_quorum_state(fs, posixpath.join(directory, QUORUM_STATE_FILE))
+            quorum = read_quorum_state(fs, posixpath.join(directory, QUORUM_STATE_FILE))
             snapshots: dict[SnapshotId, str] = {}
             for name in names:
-                snapshot_id = _parse_snapshot_name(name)
+                snapshot_id = parse_snapshot_name(name)
                 if snapshot_id is not None:
                     snapshots[snapshot_id] = name
             corrupt: dict[SnapshotId, str] = {}
             chosen: Snapshot | None = None
-            for snapshot_id in sorted(snapshots, key=_id_key, reverse=True):
+            for snapshot_id in sorted(snapshots, key=id_key, reverse=True):
                 path = posixpath.join(directory, snapshots[snapshot_id])
                 try:
-                    chosen = _read_snapshot(fs, path, snapshot_id, max_snapshot_bytes)
+                    chosen = read_snapshot(fs, path, snapshot_id, max_snapshot_bytes)
                     break
-                except _CorruptSnapshot as exc:
+                except CorruptSnapshot as exc:
                     message = f"{path}: skipping corrupt snapshot: {exc}"
                     logger.warning("%s", message)
                     warnings.append(message)
                     corrupt[snapshot_id] = snapshots.pop(snapshot_id)
             # The log start is not stored: it is where retention last trimmed the log, the
             # end of the oldest kept snapshot (never above the one chosen).
-            kept = sorted(snapshots, key=_id_key)[-keep_snapshots:]
+            kept = sorted(snapshots, key=id_key)[-keep_snapshots:]
             log_start_offset = min((snapshot_id.end_offset for snapshot_id in kept), default=0)
             log = PartitionLog.open(
                 fs, directory, log_config, now_ms, log_start_offset=log_start_offset
@@ -375,7 +332,7 @@ class RaftStore:
     @property
     def snapshot_ids(self) -> list[SnapshotId]:
         """The snapshot files on disk not known to be corrupt, oldest first."""
-        return sorted(self._snapshots, key=_id_key)
+        return sorted(self._snapshots, key=id_key)
 
     @property
     def quorum_state(self) -> QuorumState:
@@ -408,8 +365,8 @@ class RaftStore:
             if latest is not None and (snapshot is None or snapshot.snapshot_id != latest):
                 path = posixpath.join(self.directory, snapshot_file_name(latest))
                 try:
-                    snapshot = _read_snapshot(self.fs, path, latest, self.max_snapshot_bytes)
-                except _CorruptSnapshot as exc:
+                    snapshot = read_snapshot(self.fs, path, latest, self.max_snapshot_bytes)
+                except CorruptSnapshot as exc:
                     raise RaftStoreError(f"{path}: {exc}") from exc
             start = latest.end_offset if latest is not None else self._log.log_start_offset
             return PersistedState(
@@ -485,16 +442,8 @@ class RaftStore:
         with self._guard():
             if state == self._quorum:
                 return
-            data = json.dumps(
-                {
-                    "leaderId": state.leader_id,
-                    "leaderEpoch": state.epoch,
-                    "votedId": state.voted_for,
-                    "data_version": 0,
-                },
-                separators=(",", ":"),
-            ).encode()
-            self._write_atomic(posixpath.join(self.directory, QUORUM_STATE_FILE), data)
+            path = posixpath.join(self.directory, QUORUM_STATE_FILE)
+            self._write_atomic(path, encode_quorum_state(state))
             self._quorum = state
 
     def _write_atomic(self, path: str, *parts: bytes) -> None:
@@ -626,16 +575,8 @@ class RaftStore:
                     f"{log.log_start_offset}"
                 )
             name = snapshot_file_name(snapshot_id)
-            data = snapshot.data
-            header = SNAPSHOT_HEADER.pack(
-                SNAPSHOT_MAGIC,
-                SNAPSHOT_FORMAT_VERSION,
-                end_offset,
-                snapshot_id.epoch,
-                len(data),
-                crc32c(data),
-            )
-            self._write_atomic(posixpath.join(self.directory, name), header, data)
+            path = posixpath.join(self.directory, name)
+            self._write_atomic(path, encode_snapshot_header(snapshot), snapshot.data)
             self._startup_snapshot = None
             self._latest = snapshot_id
             self._snapshots[snapshot_id] = name
@@ -646,7 +587,7 @@ class RaftStore:
             self._apply_retention(snapshot_id, restarted)
 
     def _apply_retention(self, newest: SnapshotId, restarted: bool) -> None:
-        ordered = sorted(self._snapshots, key=_id_key)
+        ordered = sorted(self._snapshots, key=id_key)
         kept = [newest] if restarted else ordered[-self.keep_snapshots :]
         log = self._log
         trim_offset = min(snapshot_id.end_offset for snapshot_id in kept)
@@ -657,8 +598,8 @@ class RaftStore:
         ]
         victims += [
             (snapshot_id, self._corrupt)
-            for snapshot_id in sorted(self._corrupt, key=_id_key)
-            if _id_key(snapshot_id) < _id_key(newest)
+            for snapshot_id in sorted(self._corrupt, key=id_key)
+            if id_key(snapshot_id) < id_key(newest)
         ]
         for snapshot_id, table in victims:
             name = table.pop(snapshot_id)
@@ -674,81 +615,3 @@ class RaftStore:
         if self._failure is None:
             self._failure = RaftStoreError("closed")
         self._log.close()
-
-
-def _id_key(snapshot_id: SnapshotId) -> tuple[int, int]:
-    return snapshot_id.end_offset, snapshot_id.epoch
-
-
-def _read_quorum_state(fs: FileSystem, path: str) -> QuorumState:
-    """The quorum state in `path`, QuorumState() when there is no file; RaftStoreError when
-    the file is unreadable (a node must not silently forget its vote)."""
-    if not fs.exists(path):
-        return QuorumState()
-    size = fs.file_size(path)
-    if size > QUORUM_STATE_MAX_BYTES:
-        raise RaftStoreError(f"{path}: {size} bytes, not a quorum-state file")
-    try:
-        document = json.loads(fs.read_file(path).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise RaftStoreError(f"{path}: corrupt quorum state: {exc}") from exc
-    if not isinstance(document, dict):
-        raise RaftStoreError(f"{path}: corrupt quorum state: not a JSON object")
-    version = document.get("data_version")
-    if _as_int(version) not in QUORUM_STATE_VERSIONS:
-        raise RaftStoreError(f"{path}: unsupported quorum state data_version {version!r}")
-    values = []
-    for field, low in (("leaderId", -1), ("leaderEpoch", 0), ("votedId", -1)):
-        value = _as_int(document.get(field))
-        if value is None or not low <= value <= INT32_MAX:
-            raise RaftStoreError(
-                f"{path}: corrupt quorum state: {field} is {document.get(field)!r}"
-            )
-        values.append(value)
-    leader_id, epoch, voted_for = values
-    return QuorumState(epoch=epoch, voted_for=voted_for, leader_id=leader_id)
-
-
-def _as_int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _read_snapshot(
-    fs: FileSystem, path: str, snapshot_id: SnapshotId, max_snapshot_bytes: int
-) -> Snapshot:
-    """The snapshot in `path`; _CorruptSnapshot when its checks fail, RaftStoreError when
-    it is over the size limit (a valid but refused snapshot must not be skipped)."""
-    size = fs.file_size(path)
-    header_bytes = SNAPSHOT_HEADER.size
-    if size < header_bytes:
-        raise _CorruptSnapshot(f"{size} bytes, shorter than the {header_bytes}-byte header")
-    if size - header_bytes > max_snapshot_bytes:
-        raise RaftStoreError(
-            f"{path}: snapshot of {size - header_bytes} bytes is over the limit of "
-            f"{max_snapshot_bytes}"
-        )
-    handle = fs.open(path)
-    try:
-        header = handle.pread(0, header_bytes)
-        magic, version, end_offset, epoch, length, crc = SNAPSHOT_HEADER.unpack(header)
-        if magic != SNAPSHOT_MAGIC:
-            raise _CorruptSnapshot(f"bad magic {magic!r}")
-        if version != SNAPSHOT_FORMAT_VERSION:
-            raise _CorruptSnapshot(f"unknown format version {version}")
-        if SnapshotId(end_offset, epoch) != snapshot_id:
-            raise _CorruptSnapshot(
-                f"header says end offset {end_offset}, epoch {epoch}; the name {snapshot_id}"
-            )
-        if length != size - header_bytes:
-            raise _CorruptSnapshot(
-                f"header says {length} bytes of data, the file has {size - header_bytes}"
-            )
-        data = handle.pread(header_bytes, length)
-    finally:
-        handle.close()
-    if len(data) != length:
-        raise _CorruptSnapshot(f"read {len(data)} bytes of {length}")
-    actual = crc32c(data)
-    if actual != crc:
-        raise _CorruptSnapshot(f"CRC-32C {actual:#010x}, the header says {crc:#010x}")
-    return Snapshot(snapshot_id, data)
