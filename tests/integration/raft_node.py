@@ -14,9 +14,9 @@ import sys
 
 import trio
 
+from tests.integration.raft_listener import serve_quorum_connection
 from tidelog.broker.controller.raft.core import RaftConfig, RaftCore, Ready
 from tidelog.broker.controller.raft.driver import RaftDriver, now_ms
-from tidelog.broker.controller.raft.listener import serve_quorum_connection
 from tidelog.broker.controller.raft.store import RaftStore
 from tidelog.broker.controller.raft.transport import WireTransport
 from tidelog.broker.network import TcpNetwork

@@ -14,9 +14,9 @@ from pathlib import Path
 import trio
 import trio.testing
 
+from tests.integration.raft_listener import serve_quorum_connection
 from tidelog.broker.controller.raft.core import RaftConfig, RaftCore, Ready, Role
 from tidelog.broker.controller.raft.driver import RaftDriver, now_ms
-from tidelog.broker.controller.raft.listener import serve_quorum_connection
 from tidelog.broker.controller.raft.messages import FetchRequest, FetchResponse
 from tidelog.broker.controller.raft.store import RaftStore
 from tidelog.broker.controller.raft.transport import QUORUM_FRAME_BYTES_MAX, WireTransport

@@ -5,8 +5,8 @@ handled in its own task (a parked fetch does not hold up a vote) and answered in
 order, as Kafka requires on a connection. A frame above `QUORUM_FRAME_BYTES_MAX`, an API or
 version outside those, or an unparsable request closes the connection; a request of another
 cluster or topic is answered with its error code. A broker serves the same APIs on its
-controller listener (`handlers.quorum`); this is for a Raft node run by itself (the quorum's
-process tests).
+controller listener (`handlers.quorum`); this test support runs a Raft node by itself, with
+no broker around it (the quorum's TCP and process tests).
 """
 
 from __future__ import annotations
