@@ -387,7 +387,11 @@ async def _cluster_info(args: argparse.Namespace, interruption: Interruption) ->
     if args.format == "json":
         print_json(document)
         return EXIT_OK
+    # The quorum's leader is the active controller; a KRaft broker's ControllerId is only
+    # some live broker that forwards to it.
     controller = description.controller_id
+    if quorum is not None and quorum.leader_id >= 0:
+        controller = quorum.leader_id
     lines = [
         f"Cluster ID: {description.cluster_id or '-'}",
         f"Controller: {controller if controller >= 0 else 'none'}",
