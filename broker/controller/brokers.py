@@ -12,7 +12,8 @@ ReplicationControlManager decide them.
   that could move (a broker that shuts down alone keeps its partitions until it is back).
 - Unfencing a broker elects a leader for each leaderless partition that it can lead.
 - A leader is the first usable replica of the assignment that is in sync; with the topic's
-  `unclean.leader.election.enable` and no usable in-sync replica, the first usable replica.
+  `unclean.leader.election.enable` and no usable in-sync replica, the first usable replica,
+  which then is the whole ISR, its partition RECOVERING (KIP-704), as in Kafka.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from tidelog.broker.metadata.image import MetadataImage, PartitionMetadata, Topi
 from tidelog.broker.metadata.records import (
     NO_LEADER,
     NO_LEADER_CHANGE,
+    NO_LEADER_RECOVERY_STATE_CHANGE,
     BrokerRegistrationChangeRecord,
     ControlledShutdownChange,
     FencingChange,
+    LeaderRecoveryState,
     MetadataRecord,
     PartitionChangeRecord,
     UnregisterBrokerRecord,
@@ -67,10 +70,25 @@ def unfence(image: MetadataImage, broker_id: int) -> list[MetadataRecord]:
                 continue
             leader = elect_leader(topic, partition, usable)
             if leader != NO_LEADER:
-                records.append(
-                    PartitionChangeRecord(topic.topic_id, partition.partition_index, leader=leader)
-                )
+                records.append(_election(topic, partition, leader, partition.isr))
     return records
+
+
+def _election(
+    topic: TopicMetadata, partition: PartitionMetadata, leader: int, isr: tuple[int, ...]
+) -> PartitionChangeRecord:
+    """The change that makes `leader` lead with `isr` (an unclean one: see the module
+    docstring); the ISR field is left out when it does not change."""
+    recovery = NO_LEADER_RECOVERY_STATE_CHANGE
+    if leader not in (NO_LEADER, NO_LEADER_CHANGE) and leader not in isr:
+        isr, recovery = (leader,), LeaderRecoveryState.RECOVERING
+    return PartitionChangeRecord(
+        topic.topic_id,
+        partition.partition_index,
+        leader=leader,
+        isr=isr if isr != partition.isr else None,
+        leader_recovery_state=recovery,
+    )
 
 
 def fence(image: MetadataImage, broker_id: int) -> list[MetadataRecord]:
@@ -135,14 +153,7 @@ def leave_partitions(
                 leader = elect_leader(topic, shrunk, usable)
                 if leader == NO_LEADER and keep_unmovable:
                     continue
-            changes.append(
-                PartitionChangeRecord(
-                    topic.topic_id,
-                    partition.partition_index,
-                    leader=leader,
-                    isr=isr if isr != partition.isr else None,
-                )
-            )
+            changes.append(_election(topic, partition, leader, isr))
     return changes
 
 

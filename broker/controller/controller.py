@@ -279,13 +279,14 @@ class QuorumController:
 
             def compute(
                 image: MetadataImage, b: int = broker_id
-            ) -> tuple[list[MetadataRecord], None]:
+            ) -> tuple[list[MetadataRecord], bool]:
                 broker = image.broker(b)
                 if broker is None or broker.fenced or self._session_alive(b):
-                    return [], None
-                return lifecycle.fence(image, b), None
+                    return [], False  # it heartbeated (or left) while this waited
+                return lifecycle.fence(image, b), True
 
-            await self._write(compute)
+            if not await self._write(compute):
+                continue
             self._sessions_ms.pop(broker_id, None)
             log.warning(
                 "broker %d missed heartbeats for %d ms: fenced",

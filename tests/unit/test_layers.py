@@ -95,6 +95,8 @@ PURE_CORES = (
     "tidelog.broker.controller.raft.log",
     "tidelog.broker.controller.raft.messages",
     "tidelog.broker.controller.raft.records",
+    "tidelog.broker.controller.raft.replication",
+    "tidelog.broker.controller.raft.state",
     "tidelog.broker.controller.raft.types",
     "tidelog.broker.controller.raft.wire",
 )

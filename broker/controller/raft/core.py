@@ -585,7 +585,9 @@ class RaftCore(Replication):
 
     def _on_end_quorum(self, source: int, request: EndQuorumEpochRequest) -> None:
         error = ErrorCode.NONE
-        if request.epoch < self.epoch:
+        if request.leader_id not in self.voters:
+            error = ErrorCode.INCONSISTENT_VOTER_SET
+        elif request.epoch < self.epoch:
             error = ErrorCode.FENCED_LEADER_EPOCH
         else:
             self._observe(request.epoch, request.leader_id)
