@@ -92,9 +92,24 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, nodes: dict[int, Node], nursery: trio.Nursery) -> None:
+    def __init__(
+        self, nodes: dict[int, Node], nursery: trio.Nursery, voters: str, root: Path
+    ) -> None:
         self.nodes = nodes
         self.nursery = nursery
+        self.voters = voters
+        self.root = root
+
+    async def add_broker(self, node_id: int) -> Node:
+        """Start a broker-only node (a quorum observer) that joins this cluster."""
+        (port,) = await free_ports(1)
+        directory = self.root / f"node{node_id}"
+        node = Node(
+            node_id, directory, port, node_config(node_id, directory, self.voters, port, None)
+        )
+        self.nodes[node_id] = node
+        await self.start(node_id)
+        return node
 
     @property
     def bootstrap(self) -> str:
@@ -139,19 +154,47 @@ class Cluster:
                     return answers[0]
                 await trio.sleep(0.05)
 
+    async def describe_quorum(self, node_id: int) -> dict[str, Any]:
+        """DescribeQuorum through node `node_id`: the `__cluster_metadata-0` partition."""
+        body = {
+            "topics": [{"topic_name": "__cluster_metadata", "partitions": [{"partition_index": 0}]}]
+        }
+        response = await self.request(node_id, 55, 1, body)
+        partition: dict[str, Any] = response["topics"][0]["partitions"][0]
+        return partition
+
     async def quorum_leader(self, node_id: int) -> int:
-        response = await self.request(
-            node_id,
-            55,
-            1,
-            {
-                "topics": [
-                    {"topic_name": "__cluster_metadata", "partitions": [{"partition_index": 0}]}
-                ]
-            },
-        )
-        leader: int = response["topics"][0]["partitions"][0]["leader_id"]
+        leader: int = (await self.describe_quorum(node_id))["leader_id"]
         return leader
+
+
+def node_config(
+    node_id: int, directory: Path, voters: str, client_port: int, controller_port: int | None
+) -> str:
+    """A combined node's TOML config; a broker-only one without `controller_port`."""
+    roles = "broker" if controller_port is None else "broker,controller"
+    config = f"""
+node_id = {node_id}
+data_dir = "{directory}"
+process_roles = "{roles}"
+controller_quorum_voters = "{voters}"
+controller_listener_names = "CONTROLLER"
+broker_session_timeout_ms = {SESSION_TIMEOUT_MS}
+broker_heartbeat_interval_ms = 500
+
+[[listeners]]
+name = "PLAINTEXT"
+host = "127.0.0.1"
+port = {client_port}
+"""
+    if controller_port is not None:
+        config += f"""
+[[listeners]]
+name = "CONTROLLER"
+host = "127.0.0.1"
+port = {controller_port}
+"""
+    return config
 
 
 @pytest.fixture
@@ -163,32 +206,14 @@ async def cluster(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluste
     nodes = {}
     for i in NODES:
         directory = tmp_path / f"node{i}"
-        config = f"""
-node_id = {i}
-data_dir = "{directory}"
-process_roles = "broker,controller"
-controller_quorum_voters = "{voters}"
-controller_listener_names = "CONTROLLER"
-broker_session_timeout_ms = {SESSION_TIMEOUT_MS}
-broker_heartbeat_interval_ms = 500
-
-[[listeners]]
-name = "PLAINTEXT"
-host = "127.0.0.1"
-port = {client_ports[i]}
-
-[[listeners]]
-name = "CONTROLLER"
-host = "127.0.0.1"
-port = {controller_ports[i]}
-"""
+        config = node_config(i, directory, voters, client_ports[i], controller_ports[i])
         nodes[i] = Node(i, directory, client_ports[i], config)
-    running = Cluster(nodes, nursery)
+    running = Cluster(nodes, nursery, voters, tmp_path)
     try:
         await running.start()
         yield running
     finally:
-        for node in nodes.values():
+        for node in running.nodes.values():
             if node.process is not None and node.process.returncode is None:
                 node.signal(signal.SIGKILL)
                 await node.process.wait()
@@ -289,3 +314,15 @@ async def test_a_restarted_cluster_keeps_topics_configs_and_assignments(cluster:
     configs = await trio.to_thread.run_sync(describe)
     assert configs["retention.ms"] == "123456"
     assert configs["cleanup.policy"] == "compact"
+
+
+async def test_a_broker_only_node_joins_as_an_observer(cluster: Cluster) -> None:
+    await cluster.add_broker(4)
+    image = await cluster.wait_agreed((1, 2, 3, 4), lambda m: m["brokers"] == [1, 2, 3, 4])
+    assert image["brokers"] == [1, 2, 3, 4]
+    await create_topic(cluster.nodes[4].bootstrap, "wide", num_partitions=4, replication_factor=4)
+    image = await cluster.wait_agreed((1, 2, 3, 4), lambda m: "wide" in m["topics"])
+    assert {leader for leader, _, _ in image["topics"]["wide"].values()} == {1, 2, 3, 4}
+    quorum = await cluster.describe_quorum(4)
+    assert sorted(v["replica_id"] for v in quorum["current_voters"]) == [1, 2, 3]
+    assert [o["replica_id"] for o in quorum["observers"]] == [4]
