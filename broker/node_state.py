@@ -109,7 +109,7 @@ def open_node_state(
         config_for=lambda name: log_config(config, _configs_of(stored, name)),
         reserved=frozenset({METADATA_LOG_DIR}),
     )
-    replicas = ReplicaManager(config, log_directory)
+    replicas = ReplicaManager(config, log_directory, now_ms=wall_clock_ms)
     publisher.subscribe(replicas)
     controller = QuorumController(quorum, config, rng) if config.is_controller else None
     channel = ControllerChannel(quorum, channel_transport, node_id=config.node_id)

@@ -17,7 +17,7 @@ be opened is offline (KAFKA_STORAGE_ERROR) until the next metadata change for it
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -185,8 +185,11 @@ class Partition:
 class ReplicaManager:
     """See the module docstring."""
 
-    def __init__(self, config: BrokerConfig, log_directory: LogDirectory) -> None:
+    def __init__(
+        self, config: BrokerConfig, log_directory: LogDirectory, *, now_ms: Callable[[], int]
+    ) -> None:
         self.config = config
+        self._now_ms = now_ms
         self.node_id = config.node_id
         self.log_directory = log_directory
         self._partitions: dict[PartitionKey, Partition] = {}
@@ -302,6 +305,7 @@ class ReplicaManager:
                 replicas=metadata.replicas,
                 isr=metadata.isr,
                 log_end_offset=log_end_offset,
+                now_ms=self._now_ms(),
             )
         else:
             state.become_follower(

@@ -105,7 +105,7 @@ async def test_acks_all_waits_for_the_isr_within_the_timeout(broker: RunningBrok
                 nursery.start_soon(produce_all)
                 await appended.wait()
             assert partition.log_end_offset == 3 and answers == []
-            assert partition.state.on_follower_position(1, 3)
+            assert partition.state.on_follower_fetch(1, 3, broker.broker.now_ms())
             partition.wake()
         assert answers == [ErrorCode.NONE]
         assert partition.high_watermark == 3
