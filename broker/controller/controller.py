@@ -24,6 +24,7 @@ Broker lifecycle, the way Kafka's controller keeps it:
   from since blocks a new incarnation's registration (after a whole cluster restarts, the
   brokers' old registrations are replaced at once, not after a session timeout).
 - AllocateProducerIds hands out blocks of `PRODUCER_ID_BLOCK_SIZE` ids (ProducerIdsRecord).
+- AlterPartition commits a partition leader's ISR change (`controller.partitions`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import trio
 
 from tidelog.broker.config import BrokerConfig
 from tidelog.broker.controller import brokers as lifecycle
+from tidelog.broker.controller import partitions
 from tidelog.broker.controller import topics as rules
 from tidelog.broker.controller.quorum import MetadataQuorum, NotControllerError
 from tidelog.broker.controller.raft.driver import now_ms
@@ -314,6 +316,13 @@ class QuorumController:
                 await self.fence_expired()
             except (NotControllerError, trio.TooSlowError) as exc:
                 log.info("fencing expired brokers did not complete: %s", exc)
+
+    # -- partitions
+
+    async def alter_partition(self, request: Message) -> Message:
+        """An AlterPartition's response body (`controller.partitions`): accepted ISR changes
+        are committed together before it is answered."""
+        return await self._write(lambda image: partitions.alter_partition(image, request))
 
     # -- producer ids
 

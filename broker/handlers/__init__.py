@@ -79,6 +79,7 @@ CONTROLLER_ROUTES: tuple[Route, ...] = (
     route(63, "0-1", quorum.broker_heartbeat, error_response=quorum.heartbeat_error_response),
     route(67, "0", quorum.allocate_producer_ids,
           error_response=quorum.producer_ids_error_response),
+    route(56, "2-3", quorum.alter_partition, error_response=quorum.alter_partition_error_response),
     *FORWARDED_ROUTES,
 )  # fmt: skip
 """The controller listener's API table: the quorum, the broker lifecycle, and the admin

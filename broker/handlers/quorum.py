@@ -1,6 +1,7 @@
 """The controller listener's APIs: the quorum's own (Vote, BeginQuorumEpoch, EndQuorumEpoch,
 Fetch and FetchSnapshot of `__cluster_metadata`), DescribeQuorum, and the broker lifecycle
-(BrokerRegistration, BrokerHeartbeat, UnregisterBroker, AllocateProducerIds).
+(BrokerRegistration, BrokerHeartbeat, UnregisterBroker, AllocateProducerIds) and partition
+leaders' AlterPartition.
 
 Quorum requests go to this node's Raft member (`wire` converts them; another cluster's,
 another partition's or a malformed one is answered with its error code and nothing
@@ -113,7 +114,12 @@ def producer_ids_error_response(request: Message, version: int, code: ErrorCode)
     }
 
 
+def alter_partition_error_response(request: Message, version: int, code: ErrorCode) -> Message:
+    return {"throttle_time_ms": 0, "error_code": int(code), "topics": []}
+
+
 broker_registration = _lifecycle(QuorumController.broker_registration, registration_error_response)
+alter_partition = _lifecycle(QuorumController.alter_partition, alter_partition_error_response)
 broker_heartbeat = _lifecycle(QuorumController.heartbeat, heartbeat_error_response)
 unregister_broker = _lifecycle(
     QuorumController.unregister_broker, unregister_error_response, forward=True

@@ -410,3 +410,46 @@ async def test_unregistering_removes_the_broker_and_moves_its_leaderships(
         assert again["error_code"] == ErrorCode.BROKER_ID_NOT_REGISTERED
         beat = await controller.heartbeat(heartbeat(1, epoch, image.offset))
         assert beat["error_code"] == ErrorCode.BROKER_ID_NOT_REGISTERED
+
+
+# -- partitions
+
+
+async def test_alter_partition_commits_the_leaders_isr_change(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with active_controller() as node:
+        controller = controller_of(node)
+        epoch = await live_broker(node, 1)
+        await live_broker(node, 2)
+        topic = await controller.create_topic("t", assignments=[[1, 2]])
+        partition = topic.partitions[0]
+        shrink = {
+            "broker_id": 1,
+            "broker_epoch": epoch,
+            "topics": [
+                {
+                    "topic_id": topic.topic_id,
+                    "partitions": [
+                        {
+                            "partition_index": 0,
+                            "leader_epoch": partition.leader_epoch,
+                            "new_isr": [1],
+                            "new_isr_with_epochs": [],
+                            "leader_recovery_state": 0,
+                            "partition_epoch": partition.partition_epoch,
+                        }
+                    ],
+                }
+            ],
+        }
+        answer = await controller.alter_partition(shrink)
+        (changed,) = answer["topics"][0]["partitions"]
+        assert changed["error_code"] == ErrorCode.NONE and changed["isr"] == [1]
+        assert leaders(node.quorum.image, "t") == [(1, (1,))]
+        after = node.quorum.image.topic("t")
+        assert after is not None
+        assert after.partitions[0].partition_epoch == changed["partition_epoch"]
+        # The same request again is of an older partition epoch, but asks for what is.
+        again = await controller.alter_partition(shrink)
+        assert again["topics"][0]["partitions"][0]["error_code"] == ErrorCode.NONE

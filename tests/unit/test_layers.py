@@ -90,6 +90,7 @@ PURE_CORES = (
     "tidelog.broker.producer_state",
     "tidelog.broker.metadata",
     "tidelog.broker.partition",
+    "tidelog.broker.controller.partitions",
     "tidelog.broker.controller.topics",
     "tidelog.broker.controller.raft.core",
     "tidelog.broker.controller.raft.log",
