@@ -131,6 +131,8 @@ class BrokerConfig:
     this node alone is the quorum (a single-node cluster, no controller listener needed)."""
     controller_listener_names: str = "CONTROLLER"
     """Listeners that speak to the quorum (the first is where this controller listens)."""
+    replica_lag_time_max_ms: int = 30_000
+    """A follower that has not caught up with its leader for this long leaves the ISR."""
     broker_heartbeat_interval_ms: int = 2000
     broker_session_timeout_ms: int = 9000
     """A broker whose last heartbeat is older than this is fenced by the controller."""
@@ -290,6 +292,7 @@ def _validate_quorum(config: BrokerConfig) -> None:
         raise ConfigError("controller_quorum_voters: expected a string such as '1@host:9093'")
     voters = config.quorum_voters
     for key in (
+        "replica_lag_time_max_ms",
         "broker_heartbeat_interval_ms",
         "broker_session_timeout_ms",
         "controller_quorum_fetch_timeout_ms",

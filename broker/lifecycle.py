@@ -1,9 +1,10 @@
 """This broker's life as the active controller sees it: registration, heartbeats, controlled
 shutdown, and producer id blocks.
 
-`BrokerLifecycle` sends BrokerRegistration, BrokerHeartbeat and AllocateProducerIds to the
-active controller: in-process when that is this node, else through the `ControllerChannel`;
-every call is retried until some controller answers it. The flow is Kafka's:
+`BrokerLifecycle` sends BrokerRegistration, BrokerHeartbeat, AllocateProducerIds and
+AlterPartition to the active controller: in-process when that is this node, else through
+the `ControllerChannel`; every call is retried until some controller answers it. The flow
+is Kafka's:
 
 1. `register(endpoints)` once the listeners are bound: the controller answers the broker
    epoch. Another incarnation with a live session makes it retry until that session ends;
@@ -33,6 +34,7 @@ from tidelog.broker.metadata.records import Endpoint
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.messages.cluster import (
     ALLOCATE_PRODUCER_IDS,
+    ALTER_PARTITION,
     BROKER_HEARTBEAT,
     BROKER_REGISTRATION,
 )
@@ -78,6 +80,7 @@ class BrokerLifecycle:
                 BROKER_REGISTRATION.key: self._controller.broker_registration,
                 BROKER_HEARTBEAT.key: self._controller.heartbeat,
                 ALLOCATE_PRODUCER_IDS.key: self._controller.allocate_producer_ids,
+                ALTER_PARTITION.key: self._controller.alter_partition,
             }
         while True:
             if self._quorum.is_active and api.key in local:
@@ -198,6 +201,10 @@ class BrokerLifecycle:
                 shutdown.cancel()
                 return
             await trio.sleep(RETRY_BACKOFF_MS / 1000)
+
+    async def alter_partition(self, request: Message) -> Message:
+        """Send a partition leader's AlterPartition (`isr`); the controller's answer."""
+        return await self._call(ALTER_PARTITION, request)
 
     async def allocate_producer_ids(self) -> tuple[int, int]:
         """A block of producer ids: (first id, count); waits for the registration first (the

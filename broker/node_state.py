@@ -24,6 +24,7 @@ from tidelog.broker.controller.channel import ControllerChannel
 from tidelog.broker.controller.controller import WRITE_TIMEOUT_MS, QuorumController
 from tidelog.broker.controller.quorum import METADATA_LOG_DIR, MetadataQuorum, quorum_addresses
 from tidelog.broker.controller.raft.transport import WireTransport
+from tidelog.broker.isr import IsrManager
 from tidelog.broker.lifecycle import BrokerLifecycle
 from tidelog.broker.meta_properties import ensure_dir, load_cluster_identity
 from tidelog.broker.metadata.image import MetadataImage
@@ -53,6 +54,7 @@ class NodeState:
     replicas: ReplicaManager
     lifecycle: BrokerLifecycle
     producer_ids: ProducerIdAllocator
+    isr: IsrManager
 
     @property
     def log_directory(self) -> LogDirectory:
@@ -131,6 +133,9 @@ def open_node_state(
         replicas=replicas,
         lifecycle=lifecycle,
         producer_ids=ProducerIdAllocator(lifecycle.allocate_producer_ids),
+        isr=IsrManager(
+            config, replicas, lifecycle, image=lambda: publisher.image, now_ms=wall_clock_ms
+        ),
     )
 
 

@@ -55,6 +55,7 @@ from tidelog.broker.controller.controller import QuorumController
 from tidelog.broker.controller.quorum import MetadataQuorum
 from tidelog.broker.groups.service import GroupService
 from tidelog.broker.handlers import CONTROLLER_ROUTES, ROUTES
+from tidelog.broker.isr import IsrManager
 from tidelog.broker.legacy_topics import load_legacy_topics, remove_legacy_topic_files
 from tidelog.broker.lifecycle import BrokerLifecycle
 from tidelog.broker.log_context import node_logging
@@ -158,6 +159,10 @@ class Broker:
     @property
     def replicas(self) -> ReplicaManager:
         return self.node.replicas
+
+    @property
+    def isr(self) -> IsrManager:
+        return self.node.isr
 
     @property
     def connection_count(self) -> int:
@@ -330,7 +335,15 @@ class Broker:
     def _background_services(self) -> list[Callable[[], Awaitable[None]]]:
         """The broker's periodic services: each runs until cancelled at shutdown, after the
         listeners are up."""
-        return [self._run_retention, self._run_flush, self._run_cleaner, self.groups.serve]
+        services: list[Callable[[], Awaitable[None]]] = [
+            self._run_retention,
+            self._run_flush,
+            self._run_cleaner,
+            self.groups.serve,
+        ]
+        if self.config.is_broker:
+            services.append(self.isr.serve)
+        return services
 
     async def _run_retention(self) -> None:
         """Every `log_retention_check_interval_ms`, delete expired segments of every log."""

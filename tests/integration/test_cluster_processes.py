@@ -26,11 +26,13 @@ from tests.integration.test_raft_tcp import free_ports
 from tests.integration.wire import WireClient
 from tidelog.broker.network import TcpNetwork
 
+confluent_kafka = pytest.importorskip("confluent_kafka")
 admin_module = pytest.importorskip("confluent_kafka.admin")
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = (1, 2, 3)
 SESSION_TIMEOUT_MS = 3000
+REPLICA_LAG_MS = 2000
 START_TIMEOUT_S = 30
 AGREE_TIMEOUT_S = 10
 TIDELOG_BROKER = (sys.executable, "-m", "tidelog.broker.cli", "broker", "--config")
@@ -181,6 +183,7 @@ controller_quorum_voters = "{voters}"
 controller_listener_names = "CONTROLLER"
 broker_session_timeout_ms = {SESSION_TIMEOUT_MS}
 broker_heartbeat_interval_ms = 500
+replica_lag_time_max_ms = {REPLICA_LAG_MS}
 
 [[listeners]]
 name = "PLAINTEXT"
@@ -326,3 +329,32 @@ async def test_a_broker_only_node_joins_as_an_observer(cluster: Cluster) -> None
     quorum = await cluster.describe_quorum(4)
     assert sorted(v["replica_id"] for v in quorum["current_voters"]) == [1, 2, 3]
     assert [o["replica_id"] for o in quorum["observers"]] == [4]
+
+
+async def test_followers_that_do_not_catch_up_leave_the_isr_and_acks_all_completes(
+    cluster: Cluster,
+) -> None:
+    await create_topic(cluster.bootstrap, "lagging", replication_factor=3)
+    image = await cluster.wait_agreed(NODES, lambda m: "lagging" in m["topics"])
+    leader, replicas, isr = image["topics"]["lagging"][0]
+    assert isr == replicas
+
+    def produce() -> tuple[Any, float]:
+        producer = confluent_kafka.Producer(
+            {"bootstrap.servers": cluster.bootstrap, "acks": "all", "broker.address.family": "v4"}
+        )
+        outcomes: list[Any] = []
+        started = time.monotonic()
+        producer.produce(
+            "lagging", b"waits for the ISR", on_delivery=lambda e, m: outcomes.append(e)
+        )
+        producer.flush(20)
+        return (outcomes[0] if outcomes else "not delivered"), time.monotonic() - started
+
+    # No follower fetches from the leader yet, so the record is on the leader alone: acks=all
+    # waits until the leader takes the lagging followers out of the ISR (AlterPartition).
+    error, waited_s = await trio.to_thread.run_sync(produce)
+    assert error is None
+    assert waited_s >= REPLICA_LAG_MS / 1000
+    image = await cluster.wait_agreed(NODES, lambda m: m["topics"]["lagging"][0][2] == [leader])
+    assert image["topics"]["lagging"][0][1] == replicas  # the assignment stays
