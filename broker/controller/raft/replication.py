@@ -7,7 +7,7 @@ the core's state, declared here, and calls back into the core's role transitions
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tidelog.broker.controller.raft.log import RaftLog
 from tidelog.broker.controller.raft.messages import (
@@ -145,10 +145,21 @@ class Replication:
         return error, NO_NODE if self._role is Role.RESIGNED else self.leader_id
 
     def _fetch_entries_response(self, request: FetchRequest) -> FetchResponse:
-        entries = self._log.read(request.fetch_offset, self.config.fetch_max_bytes)
-        return FetchResponse(
-            ErrorCode.NONE, self.epoch, self.node_id, self._reported_high_watermark(), entries
+        return self._served(
+            entries=self._log.read(request.fetch_offset, self.config.fetch_max_bytes)
         )
+
+    def _served(self, **outcome: Any) -> FetchResponse:
+        """A leader's successful Fetch answer: entries, a divergence or a snapshot id."""
+        return FetchResponse(
+            ErrorCode.NONE, self.epoch, self.node_id, self._reported_high_watermark(), **outcome
+        )
+
+    def _redirect_fetch(self, request: FetchRequest, response: FetchResponse) -> None:
+        """Answer a fetch that must first truncate or load a snapshot; its replica was heard
+        from, but its position is not taken from this request."""
+        self._answer_fetch(request, response)
+        self._note_contact(request.replica_id)
 
     def _reported_high_watermark(self) -> int:
         return self._quorum_high_watermark
@@ -170,31 +181,11 @@ class Replication:
             and request.last_fetched_epoch != snapshot.snapshot_id.epoch
         ):
             assert snapshot is not None, "a log starts above 0 only after a snapshot"
-            self._answer_fetch(
-                request,
-                FetchResponse(
-                    ErrorCode.NONE,
-                    self.epoch,
-                    self.node_id,
-                    self._reported_high_watermark(),
-                    snapshot_id=snapshot.snapshot_id,
-                ),
-            )
-            self._note_contact(request.replica_id)
+            self._redirect_fetch(request, self._served(snapshot_id=snapshot.snapshot_id))
             return
         end = log.end_offset_for_epoch(request.last_fetched_epoch)
         if end.epoch != request.last_fetched_epoch or end.offset < offset:
-            self._answer_fetch(
-                request,
-                FetchResponse(
-                    ErrorCode.NONE,
-                    self.epoch,
-                    self.node_id,
-                    self._reported_high_watermark(),
-                    diverging=end,
-                ),
-            )
-            self._note_contact(request.replica_id)
+            self._redirect_fetch(request, self._served(diverging=end))
             return
         progress = self._note_contact(request.replica_id)
         self._begin_next_send_ms.pop(request.replica_id, None)
