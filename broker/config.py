@@ -133,6 +133,20 @@ class BrokerConfig:
     """Listeners that speak to the quorum (the first is where this controller listens)."""
     replica_lag_time_max_ms: int = 30_000
     """A follower that has not caught up with its leader for this long leaves the ISR."""
+    replica_fetch_max_bytes: int = MiB
+    """How much a follower's fetch asks of one partition (the first batch comes whole)."""
+    replica_fetch_response_max_bytes: int = 10 * MiB
+    """How much one of a follower's fetches asks for over all its partitions."""
+    replica_fetch_wait_max_ms: int = 500
+    """How long the leader holds a follower's fetch that finds nothing new."""
+    replica_fetch_min_bytes: int = 1
+    replica_fetch_backoff_ms: int = 1000
+    """How long a follower waits before fetching a partition again after an error."""
+    inter_broker_listener_name: str | None = None
+    """The listener followers fetch from (None: the first listener that is not a
+    controller listener). Every broker must have a listener of this name."""
+    min_insync_replicas: int = 1
+    """The default of the topic config `min.insync.replicas`."""
     broker_heartbeat_interval_ms: int = 2000
     broker_session_timeout_ms: int = 9000
     """A broker whose last heartbeat is older than this is fenced by the controller."""
@@ -182,6 +196,13 @@ class BrokerConfig:
     def client_listeners(self) -> tuple[ListenerConfig, ...]:
         """The listeners Kafka clients use (every one but the controller listeners)."""
         return tuple(lst for lst in self.listeners if not self.is_controller_listener(lst.name))
+
+    @property
+    def inter_broker_listener(self) -> ListenerConfig:
+        """The listener brokers replicate over (see `inter_broker_listener_name`)."""
+        if self.inter_broker_listener_name is not None:
+            return self.listener(self.inter_broker_listener_name)
+        return self.client_listeners[0]
 
     def listener(self, name: str) -> ListenerConfig:
         for listener in self.listeners:
@@ -293,6 +314,12 @@ def _validate_quorum(config: BrokerConfig) -> None:
     voters = config.quorum_voters
     for key in (
         "replica_lag_time_max_ms",
+        "replica_fetch_max_bytes",
+        "replica_fetch_response_max_bytes",
+        "replica_fetch_wait_max_ms",
+        "replica_fetch_min_bytes",
+        "replica_fetch_backoff_ms",
+        "min_insync_replicas",
         "broker_heartbeat_interval_ms",
         "broker_session_timeout_ms",
         "controller_quorum_fetch_timeout_ms",
@@ -343,6 +370,13 @@ def _validate_quorum(config: BrokerConfig) -> None:
         )
     if config.is_broker and not listener_names - set(names):
         raise ConfigError("listeners: a broker needs a listener besides the controller's")
+    inter_broker = config.inter_broker_listener_name
+    if (
+        config.is_broker
+        and inter_broker is not None
+        and (inter_broker not in listener_names or inter_broker in names)
+    ):
+        raise ConfigError(f"inter_broker_listener_name: no client listener named {inter_broker!r}")
 
 
 def _validate_listener(key: str, listener: ListenerConfig) -> None:

@@ -1,5 +1,6 @@
-"""The leader's side of the ISR: every `replica.lag.time.max.ms / 2`, each partition this
-broker leads is asked for an ISR change (`PartitionState.isr_change`: a follower that
+"""The leader's side of the ISR: every `replica.lag.time.max.ms / 2`, and at once when a
+follower's fetch shows it may join (`check_soon`), each partition this broker leads is
+asked for an ISR change (`PartitionState.isr_change`: a follower that
 stopped catching up leaves, one that caught up joins), and the changes go to the active
 controller in one AlterPartition. A change takes effect when the controller commits it and
 the image brings the partition's new ISR back (`ReplicaManager`); a refused one is dropped
@@ -40,11 +41,18 @@ class IsrManager:
         self._lifecycle = lifecycle
         self._image = image
         self._now_ms = now_ms
+        self._due = trio.Event()
+
+    def check_soon(self) -> None:
+        """Check now rather than at the next interval (a follower may join the ISR)."""
+        self._due.set()
 
     async def serve(self) -> None:
-        """Check every half lag time, until cancelled."""
+        """Check every half lag time, or sooner when asked, until cancelled."""
         while True:
-            await trio.sleep(self._config.replica_lag_time_max_ms / 2000)
+            with trio.move_on_after(self._config.replica_lag_time_max_ms / 2000):
+                await self._due.wait()
+            self._due = trio.Event()
             await self.check()
 
     async def check(self) -> int:

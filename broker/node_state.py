@@ -31,6 +31,7 @@ from tidelog.broker.metadata.image import MetadataImage
 from tidelog.broker.metadata.publisher import MetadataPublisher
 from tidelog.broker.network import Network
 from tidelog.broker.producer_ids import ProducerIdAllocator
+from tidelog.broker.replica_fetcher import ReplicaFetchers
 from tidelog.broker.replica_manager import ReplicaManager
 from tidelog.broker.runner import BlockingRunner
 from tidelog.broker.topic_config import log_config
@@ -55,6 +56,8 @@ class NodeState:
     lifecycle: BrokerLifecycle
     producer_ids: ProducerIdAllocator
     isr: IsrManager
+    fetchers: ReplicaFetchers
+    """Followers' fetching from their leaders."""
 
     @property
     def log_directory(self) -> LogDirectory:
@@ -113,6 +116,10 @@ def open_node_state(
     )
     replicas = ReplicaManager(config, log_directory, now_ms=wall_clock_ms)
     publisher.subscribe(replicas)
+    fetchers = ReplicaFetchers(
+        config, replicas, network, image=lambda: publisher.image, run_blocking=run_blocking
+    )
+    publisher.subscribe(fetchers)
     controller = QuorumController(quorum, config, rng) if config.is_controller else None
     channel = ControllerChannel(quorum, channel_transport, node_id=config.node_id)
     lifecycle = BrokerLifecycle(
@@ -136,6 +143,7 @@ def open_node_state(
         isr=IsrManager(
             config, replicas, lifecycle, image=lambda: publisher.image, now_ms=wall_clock_ms
         ),
+        fetchers=fetchers,
     )
 
 

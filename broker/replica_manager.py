@@ -17,7 +17,7 @@ be opened is offline (KAFKA_STORAGE_ERROR) until the next metadata change for it
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -28,7 +28,7 @@ from tidelog.broker.metadata.delta import LocalChanges, LocalPartitionChange, Pa
 from tidelog.broker.metadata.image import MetadataImage
 from tidelog.broker.partition.state import PartitionState
 from tidelog.broker.producer_state import ProducerStateTable
-from tidelog.broker.topic_config import log_config
+from tidelog.broker.topic_config import log_config, topic_config_value
 from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.records import BatchHeader, TimestampType
 from tidelog.storage.errors import StorageError
@@ -88,6 +88,15 @@ class Partition:
     @property
     def log_end_offset(self) -> int:
         return self.state.log_end_offset
+
+    @property
+    def latest_epoch(self) -> int | None:
+        """The leader epoch of the log's last batch (or of its leadership, on a leader)."""
+        return self.log.latest_epoch
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """(largest epoch <= `epoch` in the log, where it ends), or (-1, -1)."""
+        return self.log.end_offset_for_epoch(epoch)
 
     def producer_state(self) -> ProducerStateTable:
         """The idempotent producers' table, rebuilt from the log when first asked for."""
@@ -152,6 +161,52 @@ class Partition:
         self.on_log_changed()
         return AppendResult(info.first_offset, info.last_offset, timestamp, info.log_start_offset)
 
+    def append_as_follower(self, records: memoryview) -> None:
+        """Append batches copied from the leader as they are (offsets, epochs, producer
+        fields); idempotent producers' batches enter the producer table, so that this
+        replica answers retries correctly once it leads. Raises StorageError."""
+        info = self.log.append_as_follower(records)
+        if self._producers is not None:
+            for header in info.batches or ():
+                if header.producer_id >= 0 and not header.is_control:
+                    self._producers.record(
+                        header.producer_id,
+                        header.producer_epoch,
+                        header.base_sequence,
+                        header.base_offset,
+                        header.last_offset,
+                        header.max_timestamp,
+                    )
+        self.on_log_changed()
+
+    def after_truncation(self) -> None:
+        """The log lost its tail (or was restarted elsewhere): the producer table is rebuilt
+        from what is left when next needed."""
+        self._producers = None
+        self.on_log_changed()
+
+    def on_leader_high_watermark(self, high_watermark: int) -> None:
+        """Follower: take the leader's high watermark (capped at the local log end)."""
+        if self.state.on_leader_high_watermark(high_watermark):
+            self.wake()
+
+    def on_follower_fetch(self, replica_id: int, fetch_offset: int, now_ms: int) -> None:
+        """Leader: a follower fetched from `fetch_offset`; acks=all waiters and consumers
+        waiting on the high watermark are woken if it moved."""
+        if self.state.on_follower_fetch(replica_id, fetch_offset, now_ms):
+            self.wake()
+
+    def check_enough_replicas(self) -> None:
+        """Before an acks=all append: NOT_ENOUGH_REPLICAS while the ISR is smaller than
+        `min.insync.replicas`."""
+        state = self.state
+        if len(state.isr) < state.min_insync_replicas:
+            raise PartitionError(
+                ErrorCode.NOT_ENOUGH_REPLICAS,
+                f"{len(state.isr)} in-sync replicas, min.insync.replicas is "
+                f"{state.min_insync_replicas}",
+            )
+
     def on_log_changed(self) -> None:
         """The log was appended to or truncated: update the state and wake the waiters
         (a fetch that reads up to the high watermark then finds it may not have moved, and
@@ -170,11 +225,16 @@ class Partition:
     async def wait_committed(self, last_offset: int, deadline: float) -> ErrorCode:
         """Wait until the high watermark passes `last_offset` (acks=all): NONE; or until
         `deadline` (trio time): REQUEST_TIMED_OUT; or until this broker stops leading the
-        epoch the append was made in: NOT_LEADER_OR_FOLLOWER."""
+        epoch the append was made in: NOT_LEADER_OR_FOLLOWER; or until the ISR shrinks
+        below `min.insync.replicas`, which stops the high watermark:
+        NOT_ENOUGH_REPLICAS_AFTER_APPEND (the record is in the leader's log, not committed;
+        a retry of an idempotent batch finds it there)."""
         epoch = self.state.leader_epoch
         while self.state.high_watermark <= last_offset:
             if not self.state.is_leader or self.state.leader_epoch != epoch:
                 return ErrorCode.NOT_LEADER_OR_FOLLOWER
+            if len(self.state.isr) < self.state.min_insync_replicas:
+                return ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND
             with trio.move_on_at(deadline):
                 await self._changed.wait()
                 continue
@@ -269,6 +329,13 @@ class ReplicaManager:
                 partition = self._partitions.get((topic.name, partition_metadata.partition_index))
                 if partition is not None:
                     partition.log.update_config(config)
+                    partition.state.min_insync_replicas = self._min_insync_replicas(topic.configs)
+                    partition.wake()
+
+    def _min_insync_replicas(self, overrides: Mapping[str, str]) -> int:
+        value = topic_config_value(self.config, overrides, "min.insync.replicas")
+        assert isinstance(value, int)
+        return value
 
     def delete_strays(self, image: MetadataImage) -> None:
         """Delete the logs no replica of the image owns: a topic deletion cut short by a
@@ -297,8 +364,14 @@ class ReplicaManager:
             partition = Partition(key[0], key[1], partition_log, PartitionState(self.node_id))
             self._partitions[key] = partition
         state = partition.state
+        state.min_insync_replicas = self._min_insync_replicas(change.topic.configs)
         log_end_offset = partition.log.log_end_offset
         if leader:
+            latest_epoch = partition.log.latest_epoch
+            if latest_epoch is None or metadata.leader_epoch > latest_epoch:
+                # Kafka's makeLeader: the epoch starts at the log end, even before the
+                # first append, so followers' divergence checks see where it begins.
+                partition.log.assign_epoch(metadata.leader_epoch, log_end_offset)
             state.become_leader(
                 leader_epoch=metadata.leader_epoch,
                 partition_epoch=metadata.partition_epoch,

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from tidelog.broker.controller.channel import ControllerChannel
     from tidelog.broker.controller.controller import QuorumController
     from tidelog.broker.controller.quorum import MetadataQuorum
+    from tidelog.broker.isr import IsrManager
     from tidelog.broker.lifecycle import BrokerLifecycle
     from tidelog.broker.network import PeerInfo
 
@@ -88,6 +89,11 @@ class BrokerContext(GroupServiceHost, Protocol):
 
     @property
     def lifecycle(self) -> BrokerLifecycle: ...
+
+    @property
+    def isr(self) -> IsrManager:
+        """The leader's side of the ISR (proposes changes to the controller)."""
+        ...
 
     @property
     def run_blocking(self) -> BlockingRunner:

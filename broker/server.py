@@ -342,7 +342,7 @@ class Broker:
             self.groups.serve,
         ]
         if self.config.is_broker:
-            services.append(self.isr.serve)
+            services += [self.isr.serve, self.node.fetchers.serve]
         return services
 
     async def _run_retention(self) -> None:

@@ -7,7 +7,10 @@
   in-sync replica has it; REQUEST_TIMED_OUT if that takes longer than the request's
   TimeoutMs, NOT_LEADER_OR_FOLLOWER if leadership moves meanwhile; on a single node the
   ISR is this broker, so the append commits at once); any other value gets
-  INVALID_REQUIRED_ACKS everywhere.
+  INVALID_REQUIRED_ACKS everywhere. With acks=-1 a partition whose ISR is smaller than
+  its `min.insync.replicas` refuses the batch (NOT_ENOUGH_REPLICAS) before appending, and
+  one whose ISR shrinks below it while the batch waits answers
+  NOT_ENOUGH_REPLICAS_AFTER_APPEND.
 - `flush.messages` is honoured at append time, as in Kafka: a log that reaches it is fsynced
   (off the event loop) before the produce is answered, so with `flush.messages=1` an
   acknowledged record survives power loss. `flush.ms` is the flush ticker's.
@@ -66,7 +69,9 @@ async def handle(ctx: RequestContext, request: Message) -> Message | None:
         name = topic_data["name"]
         partitions = []
         for partition_data in topic_data["partition_data"]:
-            entry, appended = _produce_partition(ctx, name, partition_data, missing.get(name))
+            entry, appended = _produce_partition(
+                ctx, name, partition_data, missing.get(name), all_replicas=acks == -1
+            )
             failed |= entry["error_code"] != ErrorCode.NONE
             partitions.append(entry)
             if appended is not None:
@@ -92,15 +97,23 @@ async def handle(ctx: RequestContext, request: Message) -> Message | None:
 
 
 def _produce_partition(
-    ctx: RequestContext, topic: str, partition_data: Message, creation: PartitionError | None
+    ctx: RequestContext,
+    topic: str,
+    partition_data: Message,
+    creation: PartitionError | None,
+    *,
+    all_replicas: bool,
 ) -> tuple[Message, tuple[Partition, int] | None]:
     """(the partition's answer, (partition, last offset) if a batch was appended);
-    `creation` is why the topic could not be created, if it had to be."""
+    `creation` is why the topic could not be created, if it had to be; `all_replicas`
+    (acks=all) refuses the append while the ISR is below min.insync.replicas."""
     index: int = partition_data["index"]
     try:
         if creation is not None:
             raise creation
-        partition, result = _append(ctx, topic, index, partition_data["records"])
+        partition, result = _append(
+            ctx, topic, index, partition_data["records"], all_replicas=all_replicas
+        )
     except PartitionError as exc:
         return _partition_error(index, exc.code, exc.message), None
     answer = _partition_ok(
@@ -164,12 +177,14 @@ def _check_keys(records: bytes) -> None:
 
 
 def _append(
-    ctx: RequestContext, topic: str, index: int, records: bytes | None
+    ctx: RequestContext, topic: str, index: int, records: bytes | None, *, all_replicas: bool
 ) -> tuple[Partition, AppendResult]:
     found = ctx.broker.replicas.leader(topic, index)
     if isinstance(found, ErrorCode):
         raise PartitionError(found)
     header = _single_batch(records)
+    if all_replicas:
+        found.check_enough_replicas()
     assert records is not None
     if found.log.config.compaction_enabled:
         _check_keys(records)

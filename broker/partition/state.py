@@ -170,11 +170,7 @@ class PartitionState:
         if lagging:
             proposed = tuple(r for r in self.isr if r not in lagging)
         else:
-            joining = [
-                r
-                for r in self.replicas
-                if r not in self.isr and r in eligible and self._caught_up_to_join(r)
-            ]
+            joining = [r for r in self.replicas if r in eligible and self.may_join(r)]
             if not joining:
                 return None
             proposed = (*self.isr, joining[0])
@@ -192,7 +188,10 @@ class PartitionState:
         behind = progress.log_end_offset < self.log_end_offset
         return behind and now_ms - progress.last_caught_up_ms > lag_max_ms
 
-    def _caught_up_to_join(self, replica: int) -> bool:
+    def may_join(self, replica: int) -> bool:
+        """Leader only: `replica` is outside the ISR and has caught up to join it."""
+        if replica in self.isr:
+            return False
         progress = self.followers.get(replica)
         if progress is None or progress.last_fetch_ms < 0:
             return False

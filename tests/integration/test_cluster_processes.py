@@ -25,6 +25,10 @@ from tests.integration.test_cli import run_tidelog
 from tests.integration.test_raft_tcp import free_ports
 from tests.integration.wire import WireClient
 from tidelog.broker.network import TcpNetwork
+from tidelog.client.protocol.records import decode_batches
+from tidelog.storage.config import LogConfig
+from tidelog.storage.filesystem import OsFileSystem
+from tidelog.storage.log import PartitionLog
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 admin_module = pytest.importorskip("confluent_kafka.admin")
@@ -222,6 +226,28 @@ async def cluster(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluste
                 await node.process.wait()
 
 
+def stored_values(directory: Path, topic: str, partition: int = 0) -> list[bytes | None]:
+    """Every record value of a partition log as a (stopped) node stores it on disk, in
+    offset order, checking the offsets follow each other."""
+    log = PartitionLog.open(
+        OsFileSystem(), str(directory / f"{topic}-{partition}"), LogConfig(), lambda: 0
+    )
+    try:
+        values: list[bytes | None] = []
+        offset = log.log_start_offset
+        while offset < log.log_end_offset:
+            chunk = log.read(offset, 1024 * 1024)
+            assert chunk is not None
+            for header, records in decode_batches(chunk.read_bytes()):
+                for record in records:
+                    assert record.offset == log.log_start_offset + len(values)
+                    values.append(record.value)
+                offset = header.last_offset + 1
+        return values
+    finally:
+        log.close()
+
+
 def admin(bootstrap: str) -> Any:
     return admin_module.AdminClient({"bootstrap.servers": bootstrap, "broker.address.family": "v4"})
 
@@ -331,30 +357,51 @@ async def test_a_broker_only_node_joins_as_an_observer(cluster: Cluster) -> None
     assert [o["replica_id"] for o in quorum["observers"]] == [4]
 
 
-async def test_followers_that_do_not_catch_up_leave_the_isr_and_acks_all_completes(
+async def test_a_stopped_follower_leaves_the_isr_and_rejoins_once_it_has_caught_up(
     cluster: Cluster,
 ) -> None:
     await create_topic(cluster.bootstrap, "lagging", replication_factor=3)
     image = await cluster.wait_agreed(NODES, lambda m: "lagging" in m["topics"])
     leader, replicas, isr = image["topics"]["lagging"][0]
-    assert isr == replicas
+    assert sorted(isr) == sorted(replicas) == [1, 2, 3]
+    stopped = next(r for r in replicas if r != leader)
+    in_sync = sorted(r for r in replicas if r != stopped)
 
-    def produce() -> tuple[Any, float]:
+    def produce(values: list[bytes]) -> tuple[list[Any], float]:
         producer = confluent_kafka.Producer(
             {"bootstrap.servers": cluster.bootstrap, "acks": "all", "broker.address.family": "v4"}
         )
         outcomes: list[Any] = []
         started = time.monotonic()
-        producer.produce(
-            "lagging", b"waits for the ISR", on_delivery=lambda e, m: outcomes.append(e)
-        )
+        for value in values:
+            producer.produce("lagging", value, on_delivery=lambda e, m: outcomes.append(e))
         producer.flush(20)
-        return (outcomes[0] if outcomes else "not delivered"), time.monotonic() - started
+        return outcomes, time.monotonic() - started
 
-    # No follower fetches from the leader yet, so the record is on the leader alone: acks=all
-    # waits until the leader takes the lagging followers out of the ISR (AlterPartition).
-    error, waited_s = await trio.to_thread.run_sync(produce)
-    assert error is None
-    assert waited_s >= REPLICA_LAG_MS / 1000
-    image = await cluster.wait_agreed(NODES, lambda m: m["topics"]["lagging"][0][2] == [leader])
-    assert image["topics"]["lagging"][0][1] == replicas  # the assignment stays
+    first = [b"before-%d" % i for i in range(100)]
+    outcomes, _ = await trio.to_thread.run_sync(produce, first)
+    assert outcomes == [None] * len(first)
+
+    # A follower that stops fetching holds acks=all back until the leader takes it out of
+    # the ISR (after replica.lag.time.max.ms, through AlterPartition).
+    cluster.nodes[stopped].signal(signal.SIGSTOP)
+    try:
+        second = [b"during-%d" % i for i in range(100)]
+        outcomes, waited_s = await trio.to_thread.run_sync(produce, second)
+        assert outcomes == [None] * len(second)
+        assert waited_s >= REPLICA_LAG_MS / 1000
+        running = tuple(r for r in NODES if r != stopped)
+        image = await cluster.wait_agreed(
+            running, lambda m: sorted(m["topics"]["lagging"][0][2]) == in_sync
+        )
+        assert image["topics"]["lagging"][0][1] == replicas  # the assignment stays
+    finally:
+        cluster.nodes[stopped].signal(signal.SIGCONT)
+
+    # Resumed, it fetches what it missed and joins the ISR again; every replica then holds
+    # every record, at the same offsets.
+    await cluster.wait_agreed(NODES, lambda m: sorted(m["topics"]["lagging"][0][2]) == [1, 2, 3])
+    for node_id in NODES:
+        assert await cluster.nodes[node_id].stop() == 0
+    for node_id in NODES:
+        assert stored_values(cluster.root / f"node{node_id}", "lagging") == first + second
