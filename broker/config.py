@@ -114,6 +114,8 @@ class BrokerConfig:
     """How often compacted topics (cleanup.policy=compact) are checked for cleaning."""
 
     offsets_topic_num_partitions: int = 50
+    offsets_topic_replication_factor: int = 3
+    """Replicas of `__consumer_offsets`, capped by the brokers alive when it is created."""
     offsets_topic_segment_bytes: int = 100 * MiB
     offsets_retention_minutes: int = 7 * 24 * 60
     offsets_retention_check_interval_ms: int = 10 * 60 * 1000
@@ -274,6 +276,9 @@ def _validate(config: BrokerConfig) -> None:
     _check_int("log_retention_check_interval_ms", config.log_retention_check_interval_ms, 1)
     _check_int("log_cleaner_backoff_ms", config.log_cleaner_backoff_ms, 1)
     _check_int("offsets_topic_num_partitions", config.offsets_topic_num_partitions, 1, 10_000)
+    _check_int(
+        "offsets_topic_replication_factor", config.offsets_topic_replication_factor, 1, 32_767
+    )
     _check_int("offsets_topic_segment_bytes", config.offsets_topic_segment_bytes, 1024, _INT32_MAX)
     _check_int("offsets_retention_minutes", config.offsets_retention_minutes, 1, _INT32_MAX)
     _check_int("offsets_retention_check_interval_ms", config.offsets_retention_check_interval_ms, 1)

@@ -70,8 +70,9 @@ class Partition:
         self.state = state
         self._producers: ProducerStateTable | None = None
         self._changed = trio.Event()
-        self.watchers: set[trio.Event] = set()
-        """Events of fetches waiting on this partition (`ReplicaManager.watch`)."""
+        self.watchers: dict[trio.Event, None] = {}
+        """Events of fetches waiting on this partition (`ReplicaManager.watch`), in the
+        order they registered (a dict, so that wake-ups replay in simulations)."""
 
     @property
     def key(self) -> PartitionKey:
@@ -306,12 +307,12 @@ class ReplicaManager:
         event = trio.Event()
         watched = [p for p in map(self._partitions.get, dict.fromkeys(keys)) if p is not None]
         for partition in watched:
-            partition.watchers.add(event)
+            partition.watchers[event] = None
         try:
             yield event
         finally:
             for partition in watched:
-                partition.watchers.discard(event)
+                partition.watchers.pop(event, None)
 
     # -- metadata
 

@@ -9,7 +9,8 @@ JSON shapes:
     topic describe   [{"name", "topic_id", "internal", "partition_count",
                        "replication_factor",
                        "partitions": [{"partition", "leader", "leader_epoch", "replicas",
-                                       "isr", "offline_replicas"}],
+                                       "isr", "offline_replicas", "under_replicated",
+                                       "offline"}],
                        "configs": {"name": {"value", "source", "default", "read_only",
                                             "sensitive"}}}]
                      ("configs" is null when the broker does not serve DescribeConfigs)
@@ -142,6 +143,16 @@ def add_topic_commands(
         "tidelog topic describe events orders --format json",
     )
     describe.add_argument("names", nargs="*", metavar="NAME", help="topics (default: all)")
+    describe.add_argument(
+        "--under-replicated-partitions",
+        action="store_true",
+        help="only partitions with fewer in-sync replicas than replicas",
+    )
+    describe.add_argument(
+        "--unavailable-partitions",
+        action="store_true",
+        help="only partitions without a leader (offline)",
+    )
     add_output_format(describe)
     describe.set_defaults(run=command(_describe))
 
@@ -247,6 +258,12 @@ async def _describe(args: argparse.Namespace, interruption: Interruption) -> int
             topics = {name: described[name] for name in sorted(described)}
         configs = await _topic_configs(client, list(topics))
     documents = [_topic_document(info, configs) for info in topics.values()]
+    if args.under_replicated_partitions or args.unavailable_partitions:
+        documents = _only_troubled(
+            documents,
+            under_replicated=args.under_replicated_partitions,
+            offline=args.unavailable_partitions,
+        )
     if args.format == "json":
         print_json(documents)
     else:
@@ -288,6 +305,8 @@ def _topic_document(
                 "replicas": list(p.replicas),
                 "isr": list(p.isr),
                 "offline_replicas": list(p.offline_replicas),
+                "under_replicated": len(p.isr) < len(p.replicas),
+                "offline": p.leader < 0,
             }
             for p in partitions
         ],
@@ -304,6 +323,23 @@ def _topic_document(
             for name, entry in sorted(entries.items())
         },
     }
+
+
+def _only_troubled(
+    documents: list[dict[str, Any]], *, under_replicated: bool, offline: bool
+) -> list[dict[str, Any]]:
+    """The topics with partitions of the asked kinds, with only those partitions (as
+    kafka-topics' --under-replicated-partitions / --unavailable-partitions)."""
+    kept = []
+    for document in documents:
+        partitions = [
+            p
+            for p in document["partitions"]
+            if (under_replicated and p["under_replicated"]) or (offline and p["offline"])
+        ]
+        if partitions:
+            kept.append({**document, "partitions": partitions})
+    return kept
 
 
 def _ids(ids: list[int]) -> str:
@@ -332,11 +368,16 @@ def _topic_text(document: dict[str, Any]) -> str:
             f"\tTopic: {document['name']}",
             f"Partition: {p['partition']}",
             f"Leader: {leader}",
+            f"LeaderEpoch: {p['leader_epoch']}",
             f"Replicas: {_ids(p['replicas'])}",
             f"Isr: {_ids(p['isr'])}",
         ]
         if p["offline_replicas"]:
             partition_fields.append(f"Offline: {_ids(p['offline_replicas'])}")
+        if p["offline"]:
+            partition_fields.append("OFFLINE")
+        elif p["under_replicated"]:
+            partition_fields.append("UNDER-REPLICATED")
         lines.append("\t".join(partition_fields))
     return "\n".join(lines) + "\n"
 

@@ -11,7 +11,11 @@ Broker lifecycle, the way Kafka's controller keeps it:
 
 - BrokerRegistration: refused for another cluster (INCONSISTENT_CLUSTER_ID) or while the id
   has a live session of another incarnation (DUPLICATE_BROKER_REGISTRATION). The broker is
-  registered fenced, at broker epoch = the metadata offset of its registration.
+  registered fenced, at broker epoch = the metadata offset of its registration. A new
+  incarnation of a registered broker (it restarted, perhaps losing what it had not
+  fsynced) also leaves its partitions as a fenced broker does (`brokers.leave_partitions`):
+  it leads nothing, and is in no ISR but as the last member, until it has caught up again
+  (Kafka's unclean-shutdown handling); a partition it leads again gets a new leader epoch.
 - BrokerHeartbeat: refused for an unknown broker (BROKER_ID_NOT_REGISTERED) or a stale
   broker epoch (STALE_BROKER_EPOCH). It renews the broker's session; a fenced broker whose
   metadata offset has reached its registration is unfenced (unless it asks to stay fenced);
@@ -204,7 +208,10 @@ class QuorumController:
                 ),
                 fenced=True,
             )
-            return [record], (ErrorCode.NONE, epoch)
+            records: list[MetadataRecord] = [record]
+            if existing is not None and existing.incarnation_id != incarnation_id:
+                records += lifecycle.leave_partitions(image, broker_id)
+            return records, (ErrorCode.NONE, epoch)
 
         error, epoch = await self._write(compute)
         if error is ErrorCode.NONE:

@@ -9,7 +9,7 @@ Every public call on `GroupCoordinator` returns an `Output`:
   append, so the driver can send every response it is given at once.
 - `appends`: batches of records for `__consumer_offsets`. The driver writes each `Append`
   atomically (one record batch) to its partition, in the order given (across calls, too),
-  and then reports each outcome, in that same order, through
+  and then reports each outcome, in that same order within each partition, through
   `GroupCoordinator.append_completed(append_id, error, now_ms)`.
 - `next_deadline_ms`: when the driver must call `tick` next (None: nothing scheduled).
 """

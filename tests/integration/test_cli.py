@@ -161,6 +161,8 @@ async def test_topic_create_list_describe_delete(cli: Cli, broker: RunningBroker
             "replicas": [node_id],
             "isr": [node_id],
             "offline_replicas": [],
+            "under_replicated": False,
+            "offline": False,
         }
         for index in range(3)
     ]
@@ -173,6 +175,9 @@ async def test_topic_create_list_describe_delete(cli: Cli, broker: RunningBroker
     lines = text.lines
     assert "PartitionCount: 3" in lines[0] and "Configs: retention.ms=3600000" in lines[0]
     assert [line.split("\t")[2] for line in lines[1:]] == [f"Partition: {i}" for i in range(3)]
+    assert all("\tLeaderEpoch: " in line and "REPLICATED" not in line for line in lines[1:])
+    troubled = await cli.ok("topic", "describe", "--under-replicated-partitions")
+    assert troubled.stdout == b""  # a single node's partitions are all fully in sync
 
     deleted = await cli.ok("topic", "delete", "orders")
     assert "deleted topic 'orders'" in deleted.stderr

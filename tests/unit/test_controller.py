@@ -202,6 +202,33 @@ async def test_a_controller_that_has_not_heard_from_a_broker_lets_another_incarn
         assert broker(node.quorum.image, 1).incarnation_id == incarnation(99)
 
 
+async def test_a_restarted_broker_leaves_its_leaderships_and_isrs_until_it_catches_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A new incarnation may have lost what it had not fsynced: it must not lead with its
+    old leader epoch, nor count as in sync, before it has fetched again."""
+    async with active_controller() as node:
+        controller = controller_of(node)
+        await live_broker(node, 1)
+        await live_broker(node, 2)
+        await controller.create_topic("t", assignments=[[1, 2], [2, 1]])
+        before = node.quorum.image.topic("t")
+        assert before is not None
+        epochs = [p.leader_epoch for p in before.partitions]
+        # Broker 1 restarts; a controller that has not heard from it lets it register.
+        fresh = QuorumController(node.quorum, node.quorum.config, random.Random(1))
+        answer = await fresh.broker_registration(
+            registration(1, incarnation(99), node.quorum.cluster_id)
+        )
+        assert answer["error_code"] == ErrorCode.NONE
+        image = node.quorum.image
+        assert leaders(image, "t") == [(2, (2,)), (2, (2,))]
+        after = image.topic("t")
+        assert after is not None
+        assert after.partitions[0].leader_epoch > epochs[0]  # a new leader for partition 0
+        assert after.partitions[1].leader_epoch == epochs[1]  # its leader stays
+
+
 # -- heartbeats
 
 
