@@ -148,6 +148,9 @@ class BrokerConfig:
     """The listener followers fetch from (None: the first listener that is not a
     controller listener). Every broker must have a listener of this name."""
     min_insync_replicas: int = 1
+    auto_leader_rebalance_enable: bool = True
+    """The active controller moves leadership back to preferred replicas periodically."""
+    leader_imbalance_check_interval_seconds: int = 300
     """The default of the topic config `min.insync.replicas`."""
     broker_heartbeat_interval_ms: int = 2000
     broker_session_timeout_ms: int = 9000
@@ -325,6 +328,7 @@ def _validate_quorum(config: BrokerConfig) -> None:
         "replica_fetch_min_bytes",
         "replica_fetch_backoff_ms",
         "min_insync_replicas",
+        "leader_imbalance_check_interval_seconds",
         "broker_heartbeat_interval_ms",
         "broker_session_timeout_ms",
         "controller_quorum_fetch_timeout_ms",

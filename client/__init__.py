@@ -21,8 +21,9 @@ _EXPORTS = {
     "ConfigResourceType": "tidelog.client.protocol.configs",
     "ConfigEntry": "tidelog.client.admin",
     "ClusterDescription": "tidelog.client.admin",
-    "QuorumDescription": "tidelog.client.admin",
-    "ReplicaState": "tidelog.client.admin",
+    "QuorumDescription": "tidelog.client.admin_cluster",
+    "ReplicaState": "tidelog.client.admin_cluster",
+    "ElectionResult": "tidelog.client.admin_cluster",
     "OffsetAndTimestamp": "tidelog.client.offsets",
     "TopicInfo": "tidelog.client.metadata",
     "PartitionInfo": "tidelog.client.metadata",
@@ -77,6 +78,7 @@ __all__ = [
     "Consumer",
     "ConsumerGroupMetadata",
     "ConsumerRecord",
+    "ElectionResult",
     "FencedInstanceIdError",
     "GroupAuthorizationFailedError",
     "IllegalGenerationError",
@@ -131,9 +133,8 @@ if TYPE_CHECKING:
         ClusterDescription,
         ConfigEntry,
         ConfigResource,
-        QuorumDescription,
-        ReplicaState,
     )
+    from tidelog.client.admin_cluster import ElectionResult, QuorumDescription, ReplicaState
     from tidelog.client.consumer import Consumer
     from tidelog.client.errors import (
         BrokerResponseError,

@@ -25,6 +25,7 @@ from typing import Literal
 import trio
 
 from tidelog.client.admin_base import GiveUp, Retry, unanswered
+from tidelog.client.admin_cluster import ClusterAdmin
 from tidelog.client.admin_groups import GroupAdmin
 from tidelog.client.connection import BrokerConnection
 from tidelog.client.errors import KafkaError, error_for_code
@@ -40,7 +41,6 @@ from tidelog.client.protocol.messages.admin import (
     INCREMENTAL_ALTER_CONFIGS,
 )
 from tidelog.client.protocol.messages.data import DELETE_RECORDS, DESCRIBE_CLUSTER, METADATA
-from tidelog.client.protocol.messages.quorum import DESCRIBE_QUORUM
 from tidelog.client.protocol.primitives import ZERO_UUID
 from tidelog.client.protocol.schema import Message
 from tidelog.client.structs import NewTopic, TopicPartition
@@ -83,45 +83,15 @@ class ClusterDescription:
     brokers: list[BrokerInfo] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class ReplicaState:
-    """One member of the metadata quorum as its leader sees it (Kafka's
-    QuorumInfo.ReplicaState). Timestamps are in ms on the leader's clock (Kafka's leaders
-    use the wall clock), -1 when unknown."""
-
-    replica_id: int
-    log_end_offset: int
-    last_fetch_timestamp: int = -1
-    last_caught_up_timestamp: int = -1
-
-
-@dataclass(frozen=True, slots=True)
-class QuorumDescription:
-    """The KRaft metadata quorum (Kafka's QuorumInfo): its leader, the leader's epoch and
-    high watermark, and the progress of each voter and observer."""
-
-    leader_id: int
-    leader_epoch: int
-    high_watermark: int
-    voters: list[ReplicaState] = field(default_factory=list)
-    observers: list[ReplicaState] = field(default_factory=list)
-
-    def lag(self, replica: ReplicaState) -> int:
-        """How far `replica`'s log end is behind the high watermark (never negative)."""
-        return max(self.high_watermark - replica.log_end_offset, 0)
-
-
 OffsetSpec = Literal["earliest", "latest", "max_timestamp"] | int
 """For `list_offsets`: a named position, or a timestamp in ms (first offset at or after)."""
 _SPEC_TIMESTAMPS = {"earliest": EARLIEST, "latest": LATEST, "max_timestamp": MAX_TIMESTAMP}
-
-_QUORUM_PARTITION = TopicPartition("__cluster_metadata", 0)
 
 # Entity errors after which the same request to a refreshed controller may succeed.
 _REROUTE_ERRORS = frozenset({ErrorCode.NOT_CONTROLLER})
 
 
-class Admin(GroupAdmin):
+class Admin(GroupAdmin, ClusterAdmin):
     """Kafka admin client on trio. Keyword arguments are `AdminConfig` fields
     (`bootstrap_servers`, `client_id`, `request_timeout_ms`, `retry_backoff_ms`,
     `default_api_timeout_ms`, TLS settings, ...). `connector` replaces how connections are
@@ -525,56 +495,6 @@ class Admin(GroupAdmin):
             )
 
         return await self._retrying("DescribeCluster", self._deadline(None), attempt)
-
-    async def describe_quorum(self) -> QuorumDescription:
-        """The metadata quorum, as its leader reports it (DescribeQuorum of
-        `__cluster_metadata` partition 0, which any broker forwards to the active
-        controller). Retries while the quorum has no leader or it moves; raises
-        `IncompatibleBrokerError` if the broker does not serve DescribeQuorum."""
-        tp = _QUORUM_PARTITION
-        where = f"{tp.topic}-{tp.partition}"
-
-        def replica(state: Message) -> ReplicaState:
-            return ReplicaState(
-                state["replica_id"],
-                state["log_end_offset"],
-                state["last_fetch_timestamp"],
-                state["last_caught_up_timestamp"],
-            )
-
-        async def attempt() -> QuorumDescription:
-            connection = await self._cluster.any_connection()
-            body = {
-                "topics": [
-                    {"topic_name": tp.topic, "partitions": [{"partition_index": tp.partition}]}
-                ]
-            }
-            response = await connection.request(DESCRIBE_QUORUM.key, body)
-            code = response["error_code"]
-            if code != ErrorCode.NONE:
-                raise error_for_code(code, response["error_message"] or None)
-            answered = [
-                p
-                for t in response["topics"]
-                if t["topic_name"] == tp.topic
-                for p in t["partitions"]
-                if p["partition_index"] == tp.partition
-            ]
-            if not answered:
-                raise unanswered("DescribeQuorum", [where])[0]
-            partition = answered[0]
-            error = self._entity_error(partition["error_code"], partition["error_message"], where)
-            if error is not None:
-                raise error
-            return QuorumDescription(
-                partition["leader_id"],
-                partition["leader_epoch"],
-                partition["high_watermark"],
-                [replica(v) for v in partition["current_voters"]],
-                [replica(o) for o in partition["observers"]],
-            )
-
-        return await self._retrying("DescribeQuorum", self._deadline(None), attempt)
 
 
 def _creatable_topic(topic: NewTopic) -> Message:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import argparse
 
+from tidelog.client.cli_cluster import add_cluster_commands
 from tidelog.client.cli_common import connection_options
 from tidelog.client.cli_consume import add_consume_command
 from tidelog.client.cli_groups import add_group_commands
 from tidelog.client.cli_produce import add_produce_command
-from tidelog.client.cli_topics import add_cluster_commands, add_topic_commands
+from tidelog.client.cli_topics import add_topic_commands
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

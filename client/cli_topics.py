@@ -1,4 +1,4 @@
-"""`tidelog topic ...` and `tidelog cluster info`: the admin commands.
+"""`tidelog topic ...`: the topic admin commands (`cli_cluster` has `tidelog cluster`).
 
 Listings and descriptions go to stdout (`--format text` for people, `--format json` for
 programs); confirmations of changes go to stderr.
@@ -14,17 +14,6 @@ JSON shapes:
                        "configs": {"name": {"value", "source", "default", "read_only",
                                             "sensitive"}}}]
                      ("configs" is null when the broker does not serve DescribeConfigs)
-    cluster info     {"cluster_id", "controller_id",
-                      "brokers": [{"node_id", "host", "port", "rack", "fenced"}],
-                      "quorum": {"leader_id", "leader_epoch", "high_watermark",
-                                 "voters": [{"replica_id", "log_end_offset", "lag",
-                                             "last_fetch_timestamp",
-                                             "last_caught_up_timestamp"}],
-                                 "observers": [...same...]}}
-                     ("quorum" is null when the broker does not serve DescribeQuorum or
-                     it failed for good; "lag" is high_watermark - log_end_offset, at
-                     least 0; timestamps are ms on the quorum leader's clock, -1 when
-                     unknown)
 """
 
 from __future__ import annotations
@@ -35,11 +24,8 @@ from typing import Any
 
 from tidelog.client.admin import (
     Admin,
-    ClusterDescription,
     ConfigEntry,
     ConfigResource,
-    QuorumDescription,
-    ReplicaState,
 )
 from tidelog.client.cli_common import (
     EXIT_OK,
@@ -58,7 +44,6 @@ from tidelog.client.cli_common import (
 )
 from tidelog.client.errors import (
     IncompatibleBrokerError,
-    KafkaError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
@@ -73,12 +58,6 @@ examples:
   tidelog topic describe events --format json | jq '.[0].partitions'
   tidelog topic alter-config events --set retention.ms=3600000 --delete cleanup.policy
   tidelog topic delete events
-"""
-
-CLUSTER_EXAMPLES = """\
-examples:
-  tidelog cluster info
-  tidelog -b broker1:9092,broker2:9092 cluster info --format json
 """
 
 
@@ -185,31 +164,6 @@ def add_topic_commands(
         help="delete a config, restoring the broker default (repeatable)",
     )
     alter.set_defaults(run=command(_alter_config))
-
-
-def add_cluster_commands(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-    common: argparse.ArgumentParser,
-) -> None:
-    action = command_group(
-        subparsers,
-        common,
-        "cluster",
-        help_text="show the cluster id, controller, brokers and metadata quorum",
-        description="Inspect the cluster.",
-        examples=CLUSTER_EXAMPLES,
-    )
-    info = action(
-        "info",
-        "cluster id, controller, brokers (fenced ones marked) and metadata quorum",
-        "tidelog cluster info --format json",
-        description="Show the cluster id, the controller, the brokers (fenced ones marked "
-        "'fenced') and the metadata quorum: its leader, epoch and high watermark, and each "
-        "voter's and observer's log end offset and lag behind the high watermark. The "
-        "quorum is left out, with a note, when the broker cannot describe it.",
-    )
-    add_output_format(info)
-    info.set_defaults(run=command(_cluster_info))
 
 
 # --- topic commands ----------------------------------------------------------------------
@@ -415,97 +369,3 @@ async def _alter_config(args: argparse.Namespace, interruption: Interruption) ->
             raise topic_missing(args.name) from None
     note(f"altered {len(changes)} config(s) of topic {args.name!r}")
     return EXIT_OK
-
-
-# --- cluster -----------------------------------------------------------------------------
-
-
-async def _cluster_info(args: argparse.Namespace, interruption: Interruption) -> int:
-    async with admin(args) as client:
-        description = await client.describe_cluster()
-        quorum = await _quorum(client)
-    document = _cluster_document(description, quorum)
-    if args.format == "json":
-        print_json(document)
-        return EXIT_OK
-    # The quorum's leader is the active controller; a KRaft broker's ControllerId is only
-    # some live broker that forwards to it.
-    controller = description.controller_id
-    if quorum is not None and quorum.leader_id >= 0:
-        controller = quorum.leader_id
-    lines = [
-        f"Cluster ID: {description.cluster_id or '-'}",
-        f"Controller: {controller if controller >= 0 else 'none'}",
-        f"Brokers: {len(document['brokers'])}",
-    ]
-    for broker in document["brokers"]:
-        rack = f"  rack={broker['rack']}" if broker["rack"] else ""
-        role = "  (controller)" if broker["node_id"] == controller else ""
-        fenced = "  fenced" if broker["fenced"] else ""
-        lines.append(
-            f"  {broker['node_id']}  {broker['host']}:{broker['port']}{rack}{role}{fenced}"
-        )
-    if quorum is not None:
-        leader = quorum.leader_id if quorum.leader_id >= 0 else "none"
-        lines.append(
-            f"Quorum: leader {leader}, epoch {quorum.leader_epoch}, "
-            f"high watermark {quorum.high_watermark}"
-        )
-        for kind in ("voter", "observer"):
-            for replica in document["quorum"][f"{kind}s"]:
-                lines.append(
-                    f"  {kind} {replica['replica_id']}  log end {replica['log_end_offset']}"
-                    f"  lag {replica['lag']}"
-                )
-    sys.stdout.write("\n".join(lines) + "\n")
-    return EXIT_OK
-
-
-async def _quorum(client: Admin) -> QuorumDescription | None:
-    """The metadata quorum; None (with a note) when the broker does not serve
-    DescribeQuorum or it failed for good. Retriable failures that outlast the timeout
-    fail the command."""
-    try:
-        return await client.describe_quorum()
-    except KafkaError as exc:
-        if exc.retriable:
-            raise
-        note(f"quorum not shown: {exc}")
-        return None
-
-
-def _cluster_document(
-    description: ClusterDescription, quorum: QuorumDescription | None
-) -> dict[str, Any]:
-    def replica(state: ReplicaState, q: QuorumDescription) -> dict[str, Any]:
-        return {
-            "replica_id": state.replica_id,
-            "log_end_offset": state.log_end_offset,
-            "lag": q.lag(state),
-            "last_fetch_timestamp": state.last_fetch_timestamp,
-            "last_caught_up_timestamp": state.last_caught_up_timestamp,
-        }
-
-    return {
-        "cluster_id": description.cluster_id,
-        "controller_id": description.controller_id,
-        "brokers": [
-            {
-                "node_id": b.node_id,
-                "host": b.host,
-                "port": b.port,
-                "rack": b.rack,
-                "fenced": b.fenced,
-            }
-            for b in sorted(description.brokers, key=lambda b: b.node_id)
-        ],
-        "quorum": None
-        if quorum is None
-        else {
-            "leader_id": quorum.leader_id,
-            "leader_epoch": quorum.leader_epoch,
-            "high_watermark": quorum.high_watermark,
-            "voters": [replica(v, quorum) for v in quorum.voters],
-            "observers": [replica(o, quorum) for o in quorum.observers],
-        },
-    }

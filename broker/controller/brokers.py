@@ -14,6 +14,14 @@ ReplicationControlManager decide them.
 - A leader is the first usable replica of the assignment that is in sync; with the topic's
   `unclean.leader.election.enable` and no usable in-sync replica, the first usable replica,
   which then is the whole ISR, its partition RECOVERING (KIP-704), as in Kafka.
+- ElectLeaders (`elect_leaders`, KIP-460): a *preferred* election gives the lead back to
+  the first replica of the assignment when it is usable and in sync (ELECTION_NOT_NEEDED if
+  it leads already, PREFERRED_LEADER_NOT_AVAILABLE if it cannot); an *unclean* one elects
+  a leader only for a partition that has none, from the ISR if it can, else the first usable
+  replica (ELECTION_NOT_NEEDED if it has a leader, ELIGIBLE_LEADERS_NOT_AVAILABLE if no
+  replica is usable). Asked for every partition (None), only the partitions where an
+  election was needed are answered, as Kafka's controller does. The periodic leader
+  rebalance is a preferred election of every partition.
 """
 
 from __future__ import annotations
@@ -34,8 +42,13 @@ from tidelog.broker.metadata.records import (
     PartitionChangeRecord,
     UnregisterBrokerRecord,
 )
+from tidelog.client.protocol.errors import ErrorCode
 
 UNCLEAN_LEADER_ELECTION = "unclean.leader.election.enable"
+PREFERRED_ELECTION = 0
+UNCLEAN_ELECTION = 1
+
+ElectionResult = tuple[ErrorCode, str | None]
 
 
 def usable_brokers(image: MetadataImage) -> set[int]:
@@ -54,6 +67,60 @@ def elect_leader(
             if replica in usable:
                 return replica
     return NO_LEADER
+
+
+def elect_leaders(
+    image: MetadataImage, election_type: int, targets: Collection[tuple[str, int]] | None
+) -> tuple[list[MetadataRecord], dict[tuple[str, int], ElectionResult]]:
+    """The records of an ElectLeaders request and each partition's result (module
+    docstring); `targets` None means every partition."""
+    usable = usable_brokers(image)
+    records: list[MetadataRecord] = []
+    results: dict[tuple[str, int], ElectionResult] = {}
+    wanted = (
+        [(t.name, p.partition_index) for t in image.topics() for p in t.partitions]
+        if targets is None
+        else list(dict.fromkeys(targets))
+    )
+    for name, index in wanted:
+        topic = image.topic(name)
+        partition = topic.partition(index) if topic is not None else None
+        if topic is None or partition is None:
+            results[(name, index)] = (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, None)
+            continue
+        if election_type == PREFERRED_ELECTION:
+            result, leader = _preferred(partition, usable)
+        else:
+            result, leader = _unclean(topic, partition, usable)
+        if leader != NO_LEADER:
+            records.append(_election(topic, partition, leader, partition.isr))
+        if targets is not None or result[0] is not ErrorCode.ELECTION_NOT_NEEDED:
+            results[(name, index)] = result
+    return records, results
+
+
+def _preferred(partition: PartitionMetadata, usable: Collection[int]) -> tuple[ElectionResult, int]:
+    preferred = partition.replicas[0] if partition.replicas else NO_LEADER
+    if preferred == partition.leader_id:
+        return (ErrorCode.ELECTION_NOT_NEEDED, "the preferred replica leads already"), NO_LEADER
+    if preferred not in usable or preferred not in partition.isr:
+        message = f"the preferred replica {preferred} is not alive and in sync"
+        return (ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE, message), NO_LEADER
+    return (ErrorCode.NONE, None), preferred
+
+
+def _unclean(
+    topic: TopicMetadata, partition: PartitionMetadata, usable: Collection[int]
+) -> tuple[ElectionResult, int]:
+    if partition.leader_id != NO_LEADER:
+        return (ErrorCode.ELECTION_NOT_NEEDED, "the partition has a leader"), NO_LEADER
+    leader = elect_leader(topic, partition, usable)
+    if leader == NO_LEADER:
+        leader = next((r for r in partition.replicas if r in usable), NO_LEADER)
+    if leader == NO_LEADER:
+        message = "no replica of the partition is alive"
+        return (ErrorCode.ELIGIBLE_LEADERS_NOT_AVAILABLE, message), NO_LEADER
+    return (ErrorCode.NONE, None), leader
 
 
 def unfence(image: MetadataImage, broker_id: int) -> list[MetadataRecord]:

@@ -29,6 +29,7 @@ Broker lifecycle, the way Kafka's controller keeps it:
   brokers' old registrations are replaced at once, not after a session timeout).
 - AllocateProducerIds hands out blocks of `PRODUCER_ID_BLOCK_SIZE` ids (ProducerIdsRecord).
 - AlterPartition commits a partition leader's ISR change (`controller.partitions`).
+- ElectLeaders and the periodic leader rebalance: `controller.brokers.elect_leaders`.
 """
 
 from __future__ import annotations
@@ -315,7 +316,15 @@ class QuorumController:
         ]
 
     async def serve(self) -> None:
-        """Fence expired brokers while active, until cancelled."""
+        """Fence expired brokers while active and, with `auto_leader_rebalance_enable`,
+        give leadership back to preferred replicas every
+        `leader_imbalance_check_interval_seconds`, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            if self.config.auto_leader_rebalance_enable:
+                nursery.start_soon(self._rebalance_leaders)
+            await self._fence_expired_sessions()
+
+    async def _fence_expired_sessions(self) -> None:
         interval_s = min(self.config.broker_heartbeat_interval_ms, 1000) / 2000
         while True:
             await trio.sleep(interval_s)
@@ -323,6 +332,60 @@ class QuorumController:
                 await self.fence_expired()
             except (NotControllerError, trio.TooSlowError) as exc:
                 log.info("fencing expired brokers did not complete: %s", exc)
+
+    async def _rebalance_leaders(self) -> None:
+        while True:
+            await trio.sleep(self.config.leader_imbalance_check_interval_seconds)
+            if not self.quorum.is_active:
+                continue
+            try:
+                moved = await self.rebalance_leaders()
+            except (NotControllerError, trio.TooSlowError) as exc:
+                log.info("the leader rebalance did not complete: %s", exc)
+                continue
+            if moved:
+                log.info("moved the leadership of %d partitions to their preferred replicas", moved)
+
+    async def rebalance_leaders(self) -> int:
+        """Preferred elections wherever the preferred replica can lead; how many moved."""
+
+        def compute(image: MetadataImage) -> tuple[list[MetadataRecord], int]:
+            records, _ = lifecycle.elect_leaders(image, lifecycle.PREFERRED_ELECTION, None)
+            return records, len(records)
+
+        return await self._write(compute)
+
+    async def elect_leaders(self, request: Message) -> Message:
+        """An ElectLeaders response body (`brokers.elect_leaders`); v0 is preferred only."""
+        wanted = request["topic_partitions"]
+        targets = (
+            None
+            if wanted is None
+            else [(t["topic"], index) for t in wanted for index in t["partitions"]]
+        )
+        election_type: int = request.get("election_type", lifecycle.PREFERRED_ELECTION)
+        if election_type not in (lifecycle.PREFERRED_ELECTION, lifecycle.UNCLEAN_ELECTION):
+            return elect_leaders_error_response(request, ErrorCode.INVALID_REQUEST)
+
+        def compute(
+            image: MetadataImage,
+        ) -> tuple[list[MetadataRecord], dict[tuple[str, int], lifecycle.ElectionResult]]:
+            return lifecycle.elect_leaders(image, election_type, targets)
+
+        results = await self._write(compute)
+        by_topic: dict[str, list[Message]] = {}
+        for (topic, index), (code, message) in results.items():
+            by_topic.setdefault(topic, []).append(
+                {"partition_id": index, "error_code": int(code), "error_message": message}
+            )
+        return {
+            "throttle_time_ms": 0,
+            "error_code": int(ErrorCode.NONE),
+            "replica_election_results": [
+                {"topic": topic, "partition_result": partitions}
+                for topic, partitions in by_topic.items()
+            ],
+        }
 
     # -- partitions
 
@@ -376,4 +439,22 @@ def _heartbeat_response(
         "is_caught_up": caught_up,
         "is_fenced": fenced,
         "should_shut_down": shut_down,
+    }
+
+
+def elect_leaders_error_response(request: Message, code: ErrorCode) -> Message:
+    """Every requested partition answered `code` (the top-level error too)."""
+    return {
+        "throttle_time_ms": 0,
+        "error_code": int(code),
+        "replica_election_results": [
+            {
+                "topic": t["topic"],
+                "partition_result": [
+                    {"partition_id": index, "error_code": int(code), "error_message": None}
+                    for index in t["partitions"]
+                ],
+            }
+            for t in request["topic_partitions"] or ()
+        ],
     }

@@ -13,6 +13,7 @@ from tidelog.broker.handlers import (
     delete_records,
     describe_cluster,
     describe_producers,
+    elections,
     fetch,
     groups,
     init_producer_id,
@@ -36,6 +37,7 @@ FORWARDED_ROUTES: tuple[Route, ...] = (
     route(44, "0-1", configs.incremental_alter, error_response=configs.alter_error_response),
     route(55, "0-2", quorum.describe_quorum, error_response=quorum.describe_quorum_error_response),
     route(64, "0", quorum.unregister_broker, error_response=quorum.unregister_error_response),
+    route(43, "0-2", elections.elect_leaders, error_response=elections.error_response),
 )  # fmt: skip
 """What the active controller carries out: served on both kinds of listener (a broker
 forwards them to the active controller, see `forwarding`)."""

@@ -492,6 +492,29 @@ async def test_cluster_info_marks_fenced_brokers(cli: Cli, broker: RunningBroker
     ]
 
 
+async def test_cluster_elect_leaders_reports_each_partition(
+    cli: Cli, broker: RunningBroker
+) -> None:
+    controller = broker.broker.controller
+    assert controller is not None
+    await controller.commit([RegisterBrokerRecord(7, (Endpoint("PLAINTEXT", "127.0.0.1", 9094),))])
+    # Partition 1 prefers broker 7, which is fenced: broker 0 leads it and keeps it.
+    await controller.create_topic("pref", assignments=[[0, 7], [7, 0]])
+    everything, named, usage, needs_topic = await concurrently(
+        cli("cluster", "elect-leaders", "--all-topic-partitions", "--format", "json"),
+        cli("cluster", "elect-leaders", "--topic", "pref", "--partition", "0"),
+        cli("cluster", "elect-leaders"),
+        cli("cluster", "elect-leaders", "--partition", "1"),
+    )
+    assert everything.status == 1  # an election that could not be held
+    (result,) = json.loads(everything.stdout)
+    assert (result["topic"], result["partition"], result["elected"]) == ("pref", 1, False)
+    assert "PREFERRED_LEADER_NOT_AVAILABLE" in result["error"]
+    assert named.status == 0 and named.lines == ["pref-0: no election needed"]
+    assert usage.status == needs_topic.status == 2
+    assert usage.error_line == "tidelog: error: give either --topic or --all-topic-partitions"
+
+
 async def test_tls(start_broker: StartBroker, tmp_path: Path) -> None:
     ca = trustme.CA()
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(

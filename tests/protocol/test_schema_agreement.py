@@ -31,7 +31,7 @@ from tidelog.client.protocol.apis import ALL_APIS, API_BY_KEY
 from tidelog.client.protocol.schema import Api
 
 CLIENT_API_KEYS = {0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
-                   29, 30, 31, 32, 33, 36, 37, 42, 44, 47, 60, 61}  # fmt: skip
+                   29, 30, 31, 32, 33, 36, 37, 42, 43, 44, 47, 60, 61}  # fmt: skip
 QUORUM_AND_CLUSTER_API_KEYS = {52, 53, 54, 55, 56, 58, 59, 62, 63, 64, 67}
 """Declared for the KRaft controller; the broker neither routes nor advertises them."""
 

@@ -10,7 +10,8 @@ import trio
 import trio.testing
 
 from tests.unit.client_fake_broker import FakeBroker
-from tidelog.client.admin import Admin, ConfigResource, ReplicaState
+from tidelog.client.admin import Admin, ConfigResource
+from tidelog.client.admin_cluster import ReplicaState
 from tidelog.client.errors import (
     ClusterAuthorizationFailedError,
     IncompatibleBrokerError,

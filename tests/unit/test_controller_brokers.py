@@ -117,6 +117,61 @@ def test_elect_leader_takes_the_first_usable_in_sync_replica_in_assignment_order
     assert rules.elect_leader(topic, p, set()) == NO_LEADER
 
 
+# -- ElectLeaders
+
+
+def test_a_preferred_election_gives_the_lead_back_to_the_first_replica_in_sync() -> None:
+    image = cluster(
+        [
+            ((0, 1, 2), (0, 1, 2), 1),  # 0 is in sync: it takes over
+            ((1, 2, 0), (0, 2), 2),  # 1 is out of sync: not available
+            ((2, 0, 1), (0, 1, 2), 2),  # leads already
+        ]
+    )
+    records, results = rules.elect_leaders(image, rules.PREFERRED_ELECTION, None)
+    assert [code for code, _ in results.values()] == [
+        ErrorCode.NONE,
+        ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE,
+    ]
+    assert list(results) == [(TOPIC, 0), (TOPIC, 1)]  # not-needed ones left out
+    after = image.apply_all(records)
+    assert leaders_and_isrs(after) == [(0, (0, 1, 2)), (2, (0, 2)), (2, (0, 1, 2))]
+    assert partition(after, 0).leader_epoch == partition(image, 0).leader_epoch + 1
+    # Named partitions are all answered, unknown ones too.
+    _, named = rules.elect_leaders(after, rules.PREFERRED_ELECTION, [(TOPIC, 2), ("x", 0)])
+    assert named[(TOPIC, 2)][0] is ErrorCode.ELECTION_NOT_NEEDED
+    assert named[("x", 0)][0] is ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+
+
+def test_a_preferred_replica_that_is_fenced_is_not_elected() -> None:
+    image = cluster([((0, 1), (0, 1), 1)], fenced=(0,))
+    records, results = rules.elect_leaders(image, rules.PREFERRED_ELECTION, [(TOPIC, 0)])
+    assert records == []
+    assert results[(TOPIC, 0)][0] is ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE
+
+
+def test_an_unclean_election_elects_out_of_sync_only_when_no_in_sync_replica_lives() -> None:
+    image = cluster(
+        [
+            ((0, 1, 2), (0,), NO_LEADER),  # 0, the last in sync, is fenced: 1 unclean
+            ((1, 2), (1, 2), 1),  # has a leader
+            ((0,), (0,), NO_LEADER),  # nobody alive
+        ],
+        fenced=(0,),
+    )
+    targets = [(TOPIC, 0), (TOPIC, 1), (TOPIC, 2)]
+    records, results = rules.elect_leaders(image, rules.UNCLEAN_ELECTION, targets)
+    assert [results[t][0] for t in targets] == [
+        ErrorCode.NONE,
+        ErrorCode.ELECTION_NOT_NEEDED,
+        ErrorCode.ELIGIBLE_LEADERS_NOT_AVAILABLE,
+    ]
+    after = image.apply_all(records)
+    p = partition(after, 0)
+    assert (p.leader_id, p.isr) == (1, (1,))
+    assert p.leader_recovery_state is LeaderRecoveryState.RECOVERING
+
+
 # -- fencing
 
 

@@ -329,6 +329,34 @@ CREATE_PARTITIONS = Api(
 )  # fmt: skip
 
 
+ELECT_LEADERS = Api(
+    key=43,
+    name="ElectLeaders",
+    valid=Versions.parse("0-2"),
+    flexible=2,
+    request=(
+        F("ElectionType", "int8", "1+"),
+        F("TopicPartitions", "[]TopicPartitions", nullable="0+", fields=(
+            F("Topic", "string"),
+            F("Partitions", "[]int32"),
+        )),
+        F("TimeoutMs", "int32", default=60000),
+    ),
+    response=(
+        F("ThrottleTimeMs", "int32"),
+        F("ErrorCode", "int16", "1+"),
+        F("ReplicaElectionResults", "[]ReplicaElectionResult", fields=(
+            F("Topic", "string"),
+            F("PartitionResult", "[]PartitionResult", fields=(
+                F("PartitionId", "int32"),
+                F("ErrorCode", "int16"),
+                F("ErrorMessage", "string", nullable="0+"),
+            )),
+        )),
+    ),
+)  # fmt: skip
+
+
 APIS: tuple[Api, ...] = (
     SASL_HANDSHAKE,
     SASL_AUTHENTICATE,
@@ -341,4 +369,5 @@ APIS: tuple[Api, ...] = (
     CREATE_TOPICS,
     DELETE_TOPICS,
     CREATE_PARTITIONS,
+    ELECT_LEADERS,
 )
