@@ -181,11 +181,22 @@ def wait_for_port(
 
 def read_first_line(process: subprocess.Popen[bytes], timeout_s: float) -> str:
     """The first line `process` prints on stdout (a pipe), within `timeout_s`."""
+    return read_line(process, timeout_s)
+
+
+def read_line(process: subprocess.Popen[bytes], timeout_s: float, prefix: str = "") -> str:
+    """The first line `process` prints on stdout (a pipe) that starts with `prefix`, within
+    `timeout_s` (earlier lines are skipped)."""
     assert process.stdout is not None
     fd = process.stdout.fileno()
     buffered = b""
+    wanted = prefix.encode()
     deadline = time.monotonic() + timeout_s
-    while b"\n" not in buffered:
+    while True:
+        while b"\n" in buffered:
+            line, buffered = buffered.split(b"\n", 1)
+            if line.startswith(wanted):
+                return line.decode(errors="replace")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise RuntimeError(f"not ready after {timeout_s:.0f} s")
@@ -195,7 +206,6 @@ def read_first_line(process: subprocess.Popen[bytes], timeout_s: float) -> str:
             if not chunk:
                 raise RuntimeError(f"exited before it was ready (status {process.wait()})")
             buffered += chunk
-    return buffered.split(b"\n", 1)[0].decode(errors="replace")
 
 
 def _tail(path: Path, limit: int = 4000) -> str:

@@ -4,8 +4,9 @@ Node i (1..N) gets the client port `port + 2(i-1)` and the controller port one a
 (9092/9093, 9094/9095, ... by default), the data dir `<data-dir>/node<i>` and a config file
 `<data-dir>/node<i>.toml` that it runs from (`tidelog broker --config`), so the same node
 can be started by hand. Every node is a voter of the controller quorum; the cluster id is
-derived from the voters. Topics are auto-created and new groups rebalance at once, as in
-`tidelog dev`.
+derived from the voters. Topics are auto-created, with three replicas (fewer on a smaller
+cluster) and `min.insync.replicas` 2 from three nodes on, so that a node can be killed
+without losing acknowledged records; new groups rebalance at once, as in `tidelog dev`.
 
 `run_dev_cluster` prints `node <id>  pid <pid>  <host>:<port>` for each node once it is
 ready, then `tidelog ready: bootstrap <every node's address>`. A node that exits (say, to a
@@ -65,6 +66,8 @@ def node_config(node: DevNode, nodes: list[DevNode]) -> str:
             f'controller_quorum_voters = "{voters}"',
             'controller_listener_names = "CONTROLLER"',
             "auto_create_topics_enable = true",
+            f"default_replication_factor = {min(3, len(nodes))}",
+            f"min_insync_replicas = {2 if len(nodes) >= 3 else 1}",
             "group_initial_rebalance_delay_ms = 0",
             "",
             "[[listeners]]",

@@ -13,7 +13,8 @@ the leader for new data. The rules for each partition's answer are the pure
 `partition.follower`; this module carries them out: appends go to the log as they are,
 truncations and restarts run off the event loop (they fsync). An answer is acted on only if
 the partition is still a follower of the same leader epoch as when the request went out. A
-partition that cannot be fetched now (or whose log fails) waits `replica_fetch_backoff_ms`;
+partition that cannot be fetched now (or whose log fails) waits `replica_fetch_backoff_ms`
+(`METADATA_LAG_BACKOFF_MS` when the leader has only not caught up with the metadata yet);
 an unreachable leader puts all its partitions on backoff, and the connection is made again.
 """
 
@@ -45,6 +46,7 @@ from tidelog.broker.replica_manager import Partition, ReplicaManager
 from tidelog.broker.runner import BlockingRunner
 from tidelog.client.connection import BrokerConnection
 from tidelog.client.errors import KafkaError
+from tidelog.client.protocol.errors import ErrorCode
 from tidelog.client.protocol.messages.data import FETCH
 from tidelog.client.protocol.schema import Message
 from tidelog.storage.errors import StorageError
@@ -55,6 +57,19 @@ FETCH_VERSION = 12
 """The first Fetch version with LastFetchedEpoch/DivergingEpoch (and the highest served)."""
 REPLICA_SOCKET_TIMEOUT_MS = 30_000
 """Kafka's replica.socket.timeout.ms: connecting, and answering beyond the fetch wait."""
+METADATA_LAG_BACKOFF_MS = 50
+"""The backoff after an answer that only says the leader and this broker have not applied
+the same metadata yet (it has not taken the leadership, or knows another leader epoch):
+that settles within milliseconds, and a full `replica_fetch_backoff_ms` would hold every
+new partition's first commits back for a second."""
+METADATA_LAG_ERRORS = frozenset(
+    {
+        ErrorCode.NOT_LEADER_OR_FOLLOWER,
+        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode.UNKNOWN_LEADER_EPOCH,
+        ErrorCode.FENCED_LEADER_EPOCH,
+    }
+)
 
 
 @dataclass(slots=True)
@@ -258,15 +273,21 @@ class ReplicaFetchers:
                     log.debug(
                         "%s-%d from leader %d: %s", *partition.key, fetcher.leader_id, error.name
                     )
-                    self._back_off(fetcher, (target,))
+                    lagging = error in METADATA_LAG_ERRORS
+                    self._back_off(fetcher, (target,), METADATA_LAG_BACKOFF_MS if lagging else None)
         except StorageError as exc:
             log.error(
                 "%s-%d: replicating from %d failed: %s", *partition.key, fetcher.leader_id, exc
             )
             self._back_off(fetcher, (target,))
 
-    def _back_off(self, fetcher: _Fetcher, targets: Iterable[FetchTarget]) -> None:
-        retry_at = trio.current_time() + self._config.replica_fetch_backoff_ms / 1000
+    def _back_off(
+        self, fetcher: _Fetcher, targets: Iterable[FetchTarget], backoff_ms: int | None = None
+    ) -> None:
+        """Fetch `targets` again after `backoff_ms` (default `replica_fetch_backoff_ms`)."""
+        if backoff_ms is None:
+            backoff_ms = self._config.replica_fetch_backoff_ms
+        retry_at = trio.current_time() + backoff_ms / 1000
         for target in targets:
             assigned = fetcher.partitions.get((target.topic, target.partition))
             if assigned is not None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import json
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from bench.processes import Server, read_first_line, running
+from bench.processes import Server, read_first_line, read_line, running
 from bench.systems import ClientAdapter
 from tidelog.storage.log_directory import partition_dir_name
 from tidelog.storage.segment import LOG_SUFFIX
@@ -55,6 +56,55 @@ def started_broker(
             raise RuntimeError(f"unexpected first line from the broker: {line!r}")
         host, _, port = line.removeprefix(READY_PREFIX).rpartition(":")
         yield Server(host, int(port), process.pid, data_dir)
+
+
+@contextlib.contextmanager
+def started_cluster(work_dir: Path, nodes: int) -> Iterator[Server]:
+    """Run `tidelog dev --nodes N` (N combined broker+controller processes on 127.0.0.1,
+    data under `work_dir`); SIGTERM the supervisor on exit, which stops every node and must
+    exit 0. The server's pid is the supervisor's (its process tree holds every node);
+    its address is node 1's."""
+    base_port = free_port_run(2 * nodes)
+    log_path = work_dir / "cluster.log"
+    argv = [
+        sys.executable, "-m", "tidelog.broker.cli", "dev", "--nodes", str(nodes),
+        "--port", str(base_port), "--data-dir", str(work_dir / "data"),
+    ]  # fmt: skip
+    with running(
+        "tidelog dev cluster", argv, log_path, cwd=REPO, stdout_pipe=True, require_clean_exit=True
+    ) as process:
+        try:
+            line = read_line(process, START_TIMEOUT_S, prefix="tidelog ready: ")
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"cluster: {exc}; its log:\n{log_path.read_text()[-4000:]}"
+            ) from None
+        first = line.removeprefix(READY_PREFIX).split(",")[0]
+        host, _, port = first.rpartition(":")
+        yield Server(host, int(port), process.pid, None)
+
+
+def free_port_run(count: int) -> int:
+    """The first of `count` consecutive ports that are free on 127.0.0.1 now."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base: int = probe.getsockname()[1]
+        if base + count > 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError(f"found no {count} consecutive free ports")
 
 
 def log_bytes(data_dir: Path | None, topic: str, partitions: int) -> int | None:

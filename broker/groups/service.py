@@ -163,7 +163,11 @@ class GroupService:
                         "segment.bytes": str(self._broker.config.offsets_topic_segment_bytes),
                     },
                 )
-            except (TopicError, OSError) as exc:
+            except TopicError as exc:
+                if exc.error_code is not ErrorCode.TOPIC_ALREADY_EXISTS:  # created meanwhile
+                    log.error("cannot create %s: %s", OFFSETS_TOPIC, exc)
+                    return False
+            except OSError as exc:
                 log.error("cannot create %s: %s", OFFSETS_TOPIC, exc)
                 return False
         for partition in range(self._partitions):

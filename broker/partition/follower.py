@@ -51,7 +51,9 @@ class FollowerLog(Protocol):
     def high_watermark(self) -> int: ...
 
     @property
-    def latest_epoch(self) -> int | None: ...
+    def latest_epoch(self) -> int | None:
+        """The leader epoch of the log's last batch (None without one)."""
+        ...
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """(largest epoch <= `epoch`, its end offset), or (-1, -1) if there is none."""
