@@ -1,10 +1,12 @@
 """ListOffsets (2): offsets by timestamp.
 
-Timestamp -2 is the log start offset, -1 the log end offset (the high watermark, which on a
-single node without transactions is also the last stable offset), -3 (v7+) the offset of the
-record with the largest timestamp; any other timestamp the first offset whose record
-timestamp is at or after it, or -1 with timestamp -1 when there is none. Answers carry the
-partition's leader epoch (v4+).
+Only the leader answers, and a CurrentLeaderEpoch (v4+) other than -1 must be its epoch
+(FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH otherwise). Timestamp -2 is the log start
+offset, -1 the end offset consumers see (the high watermark, which without transactions is
+also the last stable offset), -3 (v7+) the offset of the record with the largest
+timestamp; any other timestamp the first committed offset whose record timestamp is at or
+after it, or -1 with timestamp -1 when there is none. Answers carry the partition's leader
+epoch (v4+).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def _lookup(partition: Partition, timestamp_ms: int) -> tuple[int, int]:
     if timestamp_ms == MAX_TIMESTAMP:
         return _max_timestamp(partition_log)
     found = partition_log.offset_for_timestamp(timestamp_ms)
-    if found is None:
+    if found is None or found[0] >= partition.high_watermark:  # not committed yet
         return NO_TIMESTAMP, NO_OFFSET
     offset, timestamp = found
     return timestamp, offset
