@@ -79,12 +79,10 @@ def _ratio(text: str) -> object:
     return value
 
 
-def _boolean_false_only(text: str) -> object:
+def _boolean(text: str) -> object:
     if text.lower() not in ("true", "false"):
         raise InvalidTopicConfigError(f"{text!r} is not true or false")
-    if text.lower() == "true":
-        raise InvalidTopicConfigError("unclean leader election is not supported")
-    return False
+    return text.lower() == "true"
 
 
 _INT, _LONG, _STRING, _BOOLEAN, _LIST = (
@@ -148,9 +146,10 @@ TOPIC_CONFIGS: dict[str, TopicConfigDef] = {
         TopicConfigDef("min.insync.replicas", _int_in(1, 32_767), lambda c: c.min_insync_replicas,
                        None, _INT, "min_insync_replicas",
                        "In-sync replicas an acks=all produce needs."),
-        TopicConfigDef("unclean.leader.election.enable", _boolean_false_only,
+        TopicConfigDef("unclean.leader.election.enable", _boolean,
                        lambda c: False, None, _BOOLEAN, None,
-                       "Always false: an out-of-sync replica never becomes leader."),
+                       "Elect an out-of-sync replica when no in-sync one is alive "
+                       "(acknowledged records may be lost)."),
     )
 }  # fmt: skip
 
