@@ -81,7 +81,7 @@ def _record_followers(ctx: RequestContext, request: Message) -> None:
                 continue
             if _diverging(found, fetch) is None:
                 found.on_follower_fetch(replica_id, fetch["fetch_offset"], now_ms)
-                if found.state.may_join(replica_id):
+                if found.state.pending_isr is None and found.state.may_join(replica_id):
                     ctx.broker.isr.check_soon()
 
 

@@ -21,6 +21,8 @@ which the controller commits (AlterPartition) and the next `become_leader` bring
 - A replica outside the ISR joins once its log end reaches the high watermark and the
   start of the current leader epoch (what it has is then what the leader has); one at a
   time, and only brokers the caller says are eligible (registered, not fenced).
+- After an unclean election (`recovering`) the leader proposes its ISR unchanged, which the
+  controller commits as RECOVERED (every change the leader sends says RECOVERED).
 - While a change is in flight (`pending_isr`) no other is proposed, and the high watermark
   counts the *maximal* ISR: the committed one plus a replica being added (a replica being
   removed still counts until the removal is committed). A change that fails
@@ -69,6 +71,9 @@ class PartitionState:
     """Leader only: each follower's progress in this leader epoch."""
     pending_isr: tuple[int, ...] | None = None
     """Leader only: the ISR proposed to the controller and not yet committed."""
+    recovering: bool = False
+    """The partition's leader recovery state is RECOVERING (an unclean election, KIP-704):
+    its leader proposes its ISR as it is, RECOVERED, as its first change."""
 
     @property
     def is_leader(self) -> bool:
@@ -171,9 +176,12 @@ class PartitionState:
             proposed = tuple(r for r in self.isr if r not in lagging)
         else:
             joining = [r for r in self.replicas if r in eligible and self.may_join(r)]
-            if not joining:
+            if joining:
+                proposed = (*self.isr, joining[0])
+            elif self.recovering:
+                proposed = self.isr
+            else:
                 return None
-            proposed = (*self.isr, joining[0])
         self.pending_isr = proposed
         return proposed
 

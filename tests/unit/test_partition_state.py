@@ -178,6 +178,21 @@ def test_a_refused_change_is_proposed_again_and_a_new_epoch_drops_it() -> None:
     assert state.isr_change(LAG_MS + 4, LAG_MS, ALL) is None  # a fresh lag time for each
 
 
+def test_an_unclean_leader_proposes_its_isr_as_recovered_first() -> None:
+    state = leader(isr=(0,), end=10)
+    assert state.isr_change(1, LAG_MS, ALL) is None  # a clean leader: nothing is due
+    state.recovering = True
+    assert state.isr_change(2, LAG_MS, ALL) == (0,)
+    assert state.isr_change(3, LAG_MS, ALL) is None  # one change at a time
+    state.recovering = False  # the committed RECOVERED comes back with the image
+    commit(state, (0,), now=4)
+    assert state.isr_change(5, LAG_MS, ALL) is None
+    # A replica that may join makes the first change an expansion, RECOVERED with it.
+    state.recovering = True
+    state.on_follower_fetch(1, 10, 6)
+    assert state.isr_change(7, LAG_MS, ALL) == (0, 1)
+
+
 def test_a_follower_proposes_nothing() -> None:
     state = PartitionState(node_id=1)
     state.become_follower(
