@@ -169,6 +169,7 @@ class MetadataQuorum:
         )
         self.caught_up = trio.Event()
         self._changed = trio.Event()
+        self._leadership_changed = trio.Event()
         self._active_epoch = -1
         self._pending: dict[int, _Pending] = {}
         self._bytes_since_snapshot = 0
@@ -222,6 +223,15 @@ class MetadataQuorum:
     async def wait_changed(self) -> None:
         """Wait until the image changes next."""
         await self._changed.wait()
+
+    async def wait_leadership_changed(self) -> None:
+        """Wait until the quorum's leader, this node's role or its epoch changes next, or
+        this node becomes the active controller."""
+        await self._leadership_changed.wait()
+
+    def _leadership_moved(self) -> None:
+        self._leadership_changed.set()
+        self._leadership_changed = trio.Event()
 
     async def wait_for(self, predicate: Callable[[MetadataImage], bool]) -> MetadataImage:
         """Wait until the image satisfies `predicate`; that image."""
@@ -317,6 +327,7 @@ class MetadataQuorum:
         role = (self.core.role, self.core.epoch, self.core.leader_id)
         if role != self._role:
             self._role = role
+            self._leadership_moved()
             log.info(
                 "metadata quorum: %s in epoch %d (leader: %d)",
                 role[0].name.lower(),
@@ -363,6 +374,7 @@ class MetadataQuorum:
             leader = self._leader_of(entry)
             if leader == self.config.node_id and entry.epoch == self.core.epoch:
                 self._active_epoch = entry.epoch
+                self._leadership_moved()
             return dataclasses.replace(image, offset=after, controller_id=leader)
         try:
             applied = image.apply_all(decode_records(entry.value))

@@ -11,13 +11,21 @@ tmp_path data dir), with default configuration:
 `start_broker` starts more (other configs, MemoryNetwork, MemoryFileSystem) in the test's
 nursery; each is shut down cleanly when the test ends, and the test fails if that shutdown
 does not finish.
+
+`cluster` is three combined broker+controller nodes as real processes
+(`cluster_support.running_cluster`), each SIGKILLed by its pid when the test ends; more
+broker settings for every node come from a `cluster_settings` mark, and a failed test's
+report shows the end of every node's log:
+
+    @pytest.mark.cluster_settings(group_initial_rebalance_delay_ms=0)
+    async def test_something(cluster: Cluster) -> None: ...
 """
 
 from __future__ import annotations
 
 import random
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +33,7 @@ from typing import Any
 import pytest
 import trio
 
+from tests.integration.cluster_support import Cluster, running_cluster
 from tests.integration.wire import WireClient
 from tidelog.broker.config import BrokerConfig, ListenerConfig
 from tidelog.broker.network import Network, TcpNetwork
@@ -133,3 +142,29 @@ async def start_broker(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[S
 @pytest.fixture
 async def broker(start_broker: StartBroker) -> RunningBroker:
     return await start_broker()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cluster_settings(**settings): more broker settings for `cluster`'s nodes"
+    )
+
+
+@pytest.fixture
+async def cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, nursery: trio.Nursery
+) -> AsyncIterator[Cluster]:
+    mark = request.node.get_closest_marker("cluster_settings")
+    async with running_cluster(tmp_path, nursery, **(mark.kwargs if mark else {})) as running:
+        yield running
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test with a `cluster` shows the end of each node's log in its report."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    running = getattr(item, "funcargs", {}).get("cluster")
+    running = getattr(running, "fixture_value", running)  # pytest-trio's holder of the value
+    if report.when == "call" and report.failed and isinstance(running, Cluster):
+        report.sections.append(("cluster logs", running.log_tails()))

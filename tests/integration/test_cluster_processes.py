@@ -9,257 +9,27 @@ its pid."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from tests.integration.cluster_support import (
+    AGREE_TIMEOUT_S,
+    NODES,
+    REPLICA_LAG_MS,
+    SESSION_TIMEOUT_MS,
+    Cluster,
+    admin,
+    create_topic,
+    stored_values,
+)
 from tests.integration.test_cli import run_tidelog
-from tests.integration.test_raft_tcp import free_ports
-from tests.integration.wire import WireClient
-from tidelog.broker.network import TcpNetwork
-from tidelog.client.protocol.records import decode_batches
-from tidelog.storage.config import LogConfig
-from tidelog.storage.filesystem import OsFileSystem
-from tidelog.storage.log import PartitionLog
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 admin_module = pytest.importorskip("confluent_kafka.admin")
-
-ROOT = Path(__file__).resolve().parents[2]
-NODES = (1, 2, 3)
-SESSION_TIMEOUT_MS = 3000
-REPLICA_LAG_MS = 2000
-START_TIMEOUT_S = 30
-AGREE_TIMEOUT_S = 10
-TIDELOG_BROKER = (sys.executable, "-m", "tidelog.broker.cli", "broker", "--config")
-
-
-class Node:
-    """One `tidelog broker` process; its stderr goes to `<dir>.log`."""
-
-    def __init__(self, node_id: int, directory: Path, port: int, config: str) -> None:
-        self.node_id = node_id
-        self.port = port
-        self.config_path = directory.with_suffix(".toml")
-        self.config_path.write_text(config)
-        self.log_path = directory.with_suffix(".log")
-        self.process: trio.Process | None = None
-        self.ready = trio.Event()
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def start(self, nursery: trio.Nursery) -> None:
-        self.ready = trio.Event()
-        with self.log_path.open("ab") as log:
-            self.process = await trio.lowlevel.open_process(
-                [*TIDELOG_BROKER, str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                cwd=ROOT,
-            )
-        nursery.start_soon(self._watch, self.process, self.ready)
-
-    @staticmethod
-    async def _watch(process: trio.Process, ready: trio.Event) -> None:
-        assert process.stdout is not None
-        seen = b""
-        while data := await process.stdout.receive_some(4096):
-            seen += data
-            if b"tidelog ready: " in seen:
-                ready.set()
-
-    def signal(self, signum: int) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signum)
-
-    async def stop(self) -> int:
-        """SIGTERM, then wait for the exit; the exit status."""
-        self.signal(signal.SIGTERM)
-        return await self.wait()
-
-    async def wait(self) -> int:
-        assert self.process is not None
-        with trio.fail_after(START_TIMEOUT_S):
-            return await self.process.wait()
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
-
-
-class Cluster:
-    def __init__(
-        self, nodes: dict[int, Node], nursery: trio.Nursery, voters: str, root: Path
-    ) -> None:
-        self.nodes = nodes
-        self.nursery = nursery
-        self.voters = voters
-        self.root = root
-
-    async def add_broker(self, node_id: int) -> Node:
-        """Start a broker-only node (a quorum observer) that joins this cluster."""
-        (port,) = await free_ports(1)
-        directory = self.root / f"node{node_id}"
-        node = Node(
-            node_id, directory, port, node_config(node_id, directory, self.voters, port, None)
-        )
-        self.nodes[node_id] = node
-        await self.start(node_id)
-        return node
-
-    @property
-    def bootstrap(self) -> str:
-        return ",".join(n.bootstrap for n in self.nodes.values())
-
-    async def start(self, *ids: int) -> None:
-        for i in ids or tuple(self.nodes):
-            await self.nodes[i].start(self.nursery)
-        with trio.fail_after(START_TIMEOUT_S):
-            for i in ids or tuple(self.nodes):
-                await self.nodes[i].ready.wait()
-
-    async def request(self, node_id: int, api_key: int, version: int, body: Any) -> Any:
-        async with await WireClient.connect(
-            TcpNetwork(), "127.0.0.1", self.nodes[node_id].port
-        ) as client:
-            return await client.request(api_key, version, body)
-
-    async def metadata(self, node_id: int) -> dict[str, Any]:
-        """What node `node_id` tells clients: live brokers, and every topic's partitions as
-        {index: (leader, replicas, isr)}."""
-        response = await self.request(node_id, 3, 12, {"topics": None})
-        return {
-            "brokers": sorted(b["node_id"] for b in response["brokers"]),
-            "topics": {
-                t["name"]: {
-                    p["partition_index"]: (p["leader_id"], p["replica_nodes"], p["isr_nodes"])
-                    for p in t["partitions"]
-                }
-                for t in response["topics"]
-            },
-        }
-
-    async def wait_agreed(
-        self, ids: tuple[int, ...], check: Callable[[dict[str, Any]], bool]
-    ) -> Any:
-        """Wait until nodes `ids` all answer the same Metadata and it passes `check`."""
-        with trio.fail_after(AGREE_TIMEOUT_S):
-            while True:
-                answers = [await self.metadata(i) for i in ids]
-                if all(a == answers[0] for a in answers) and check(answers[0]):
-                    return answers[0]
-                await trio.sleep(0.05)
-
-    async def describe_quorum(self, node_id: int) -> dict[str, Any]:
-        """DescribeQuorum through node `node_id`: the `__cluster_metadata-0` partition."""
-        body = {
-            "topics": [{"topic_name": "__cluster_metadata", "partitions": [{"partition_index": 0}]}]
-        }
-        response = await self.request(node_id, 55, 1, body)
-        partition: dict[str, Any] = response["topics"][0]["partitions"][0]
-        return partition
-
-    async def quorum_leader(self, node_id: int) -> int:
-        leader: int = (await self.describe_quorum(node_id))["leader_id"]
-        return leader
-
-
-def node_config(
-    node_id: int, directory: Path, voters: str, client_port: int, controller_port: int | None
-) -> str:
-    """A combined node's TOML config; a broker-only one without `controller_port`."""
-    roles = "broker" if controller_port is None else "broker,controller"
-    config = f"""
-node_id = {node_id}
-data_dir = "{directory}"
-process_roles = "{roles}"
-controller_quorum_voters = "{voters}"
-controller_listener_names = "CONTROLLER"
-broker_session_timeout_ms = {SESSION_TIMEOUT_MS}
-broker_heartbeat_interval_ms = 500
-replica_lag_time_max_ms = {REPLICA_LAG_MS}
-
-[[listeners]]
-name = "PLAINTEXT"
-host = "127.0.0.1"
-port = {client_port}
-"""
-    if controller_port is not None:
-        config += f"""
-[[listeners]]
-name = "CONTROLLER"
-host = "127.0.0.1"
-port = {controller_port}
-"""
-    return config
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluster]:
-    ports = await free_ports(2 * len(NODES))
-    client_ports = dict(zip(NODES, ports[::2], strict=True))
-    controller_ports = dict(zip(NODES, ports[1::2], strict=True))
-    voters = ",".join(f"{i}@127.0.0.1:{controller_ports[i]}" for i in NODES)
-    nodes = {}
-    for i in NODES:
-        directory = tmp_path / f"node{i}"
-        config = node_config(i, directory, voters, client_ports[i], controller_ports[i])
-        nodes[i] = Node(i, directory, client_ports[i], config)
-    running = Cluster(nodes, nursery, voters, tmp_path)
-    try:
-        await running.start()
-        yield running
-    finally:
-        for node in running.nodes.values():
-            if node.process is not None and node.process.returncode is None:
-                node.signal(signal.SIGKILL)
-                await node.process.wait()
-
-
-def stored_values(directory: Path, topic: str, partition: int = 0) -> list[bytes | None]:
-    """Every record value of a partition log as a (stopped) node stores it on disk, in
-    offset order, checking the offsets follow each other."""
-    log = PartitionLog.open(
-        OsFileSystem(), str(directory / f"{topic}-{partition}"), LogConfig(), lambda: 0
-    )
-    try:
-        values: list[bytes | None] = []
-        offset = log.log_start_offset
-        while offset < log.log_end_offset:
-            chunk = log.read(offset, 1024 * 1024)
-            assert chunk is not None
-            for header, records in decode_batches(chunk.read_bytes()):
-                for record in records:
-                    assert record.offset == log.log_start_offset + len(values)
-                    values.append(record.value)
-                offset = header.last_offset + 1
-        return values
-    finally:
-        log.close()
-
-
-def admin(bootstrap: str) -> Any:
-    return admin_module.AdminClient({"bootstrap.servers": bootstrap, "broker.address.family": "v4"})
-
-
-async def create_topic(bootstrap: str, name: str, **options: Any) -> None:
-    def create() -> None:
-        client = admin(bootstrap)  # kept while its futures are awaited
-        new = admin_module.NewTopic(name, **options)
-        for future in client.create_topics([new], operation_timeout=10).values():
-            future.result(timeout=15)
-
-    await trio.to_thread.run_sync(create)
 
 
 async def test_nodes_agree_and_survive_the_active_controller_being_killed(
@@ -320,10 +90,7 @@ async def test_a_restarted_cluster_keeps_topics_configs_and_assignments(cluster:
     await create_topic(cluster.bootstrap, "single", replication_factor=1)
     before = await cluster.wait_agreed(NODES, lambda m: {"kept", "single"} <= set(m["topics"]))
 
-    for node in cluster.nodes.values():  # all at once
-        node.signal(signal.SIGTERM)
-    for node in cluster.nodes.values():
-        assert await node.wait() == 0, node.log_tail()
+    await cluster.stop_all()
     await cluster.start()
 
     after = await cluster.wait_agreed(NODES, lambda m: m["brokers"] == [1, 2, 3])
