@@ -114,7 +114,10 @@ def open_node_state(
         config_for=lambda name: log_config(config, _configs_of(stored, name)),
         reserved=frozenset({METADATA_LOG_DIR}),
     )
-    replicas = ReplicaManager(config, log_directory, now_ms=wall_clock_ms)
+    incarnation_id = uuid.UUID(int=rng.getrandbits(128), version=4)
+    replicas = ReplicaManager(
+        config, log_directory, now_ms=wall_clock_ms, incarnation_id=incarnation_id
+    )
     publisher.subscribe(replicas)
     fetchers = ReplicaFetchers(
         config, replicas, network, image=lambda: publisher.image, run_blocking=run_blocking
@@ -127,7 +130,7 @@ def open_node_state(
         quorum=quorum,
         controller=controller,
         channel=channel,
-        incarnation_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+        incarnation_id=incarnation_id,
     )
     return NodeState(
         publisher=publisher,

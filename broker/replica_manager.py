@@ -12,11 +12,25 @@ topic config changes to their logs, and deletes the logs of replicas it no longe
 Only a leader serves produce and fetch (`leader`); the others answer
 NOT_LEADER_OR_FOLLOWER so that clients refresh their metadata. A partition whose log cannot
 be opened is offline (KAFKA_STORAGE_ERROR) until the next metadata change for it.
+
+A restarted broker replays the metadata log before it registers, and that image may still
+make it the leader of a leader epoch its previous process led (a restart within the session
+timeout leaves the old registration unfenced). It must not take that leadership: its high
+watermark would start again from zero within the epoch, and after a power cut its log may
+lack records of that epoch that the followers have, which the divergence check would then
+make them truncate. So, given this process's `incarnation_id`, the replica manager leads
+nothing until the image registers that incarnation — as Kafka's broker applies metadata to
+its replicas only once its own registration is caught up. The registration of a new
+incarnation moves every leadership of the old one away (`controller.brokers`), and the
+broker leads again under new leader epochs; until then the partitions it would lead are
+followers without a leader.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +40,7 @@ import trio
 from tidelog.broker.config import BrokerConfig
 from tidelog.broker.metadata.delta import LocalChanges, LocalPartitionChange, PartitionKey
 from tidelog.broker.metadata.image import MetadataImage
+from tidelog.broker.metadata.records import LeaderRecoveryState
 from tidelog.broker.partition.state import PartitionState
 from tidelog.broker.producer_state import ProducerStateTable
 from tidelog.broker.topic_config import log_config, topic_config_value
@@ -38,6 +53,7 @@ from tidelog.storage.log_directory import LogDirectory
 log = logging.getLogger(__name__)
 
 NO_LEADER_EPOCH = -1
+NO_LEADER = -1
 
 
 class PartitionError(Exception):
@@ -92,8 +108,17 @@ class Partition:
 
     @property
     def latest_epoch(self) -> int | None:
-        """The leader epoch of the log's last batch (or of its leadership, on a leader)."""
-        return self.log.latest_epoch
+        """The leader epoch of the log's last batch (None without one): a follower's
+        LastFetchedEpoch. An epoch that starts at the log end holds no batch and does not
+        count: this replica took it as leader and lost the leadership before appending.
+        The leader never had that epoch; named in a fetch it would make the leader answer
+        DivergingEpoch at this log's end, where there is nothing to cut, fetch after fetch
+        (Kafka drops such an entry when a truncation reaches the log end)."""
+        end = self.log.log_end_offset
+        for entry in reversed(self.log.epoch_entries):
+            if entry.start_offset < end:
+                return entry.epoch
+        return None
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """(largest epoch <= `epoch` in the log, where it ends), or (-1, -1)."""
@@ -247,12 +272,22 @@ class ReplicaManager:
     """See the module docstring."""
 
     def __init__(
-        self, config: BrokerConfig, log_directory: LogDirectory, *, now_ms: Callable[[], int]
+        self,
+        config: BrokerConfig,
+        log_directory: LogDirectory,
+        *,
+        now_ms: Callable[[], int],
+        incarnation_id: uuid.UUID | None = None,
     ) -> None:
         self.config = config
         self._now_ms = now_ms
         self.node_id = config.node_id
         self.log_directory = log_directory
+        self.incarnation_id = incarnation_id
+        """This process's broker registration: nothing is led until the image has it
+        (module docstring). None: leaderships are taken as the image gives them."""
+        self._registered = False
+        """Whether the image has registered `incarnation_id` (once, for good)."""
         self._partitions: dict[PartitionKey, Partition] = {}
         self._offline: dict[PartitionKey, str] = {}
 
@@ -320,8 +355,14 @@ class ReplicaManager:
         """Follow the image (see module docstring)."""
         for key in changes.removed:
             self._remove(key)
+        if not self._registered and self._registers_this_process(image):
+            self._registered = True
+            # Take the leaderships held back while the image was a previous process's.
+            changes = dataclasses.replace(
+                changes, leaders=tuple(self._withheld_leaderships(changes, image))
+            )
         for change in changes.leaders:
-            self._become(change, leader=True)
+            self._become(change, leader=self._registered)
         for change in changes.followers:
             self._become(change, leader=False)
         for topic in changes.configs_changed:
@@ -332,6 +373,30 @@ class ReplicaManager:
                     partition.log.update_config(config)
                     partition.state.min_insync_replicas = self._min_insync_replicas(topic.configs)
                     partition.wake()
+
+    def _registers_this_process(self, image: MetadataImage) -> bool:
+        if self.incarnation_id is None:
+            return True
+        broker = image.broker(self.node_id)
+        return broker is not None and broker.incarnation_id == self.incarnation_id
+
+    def _withheld_leaderships(
+        self, changes: LocalChanges, image: MetadataImage
+    ) -> Iterator[LocalPartitionChange]:
+        """`changes.leaders`, and every partition the image has this node lead that it
+        does not lead yet."""
+        yield from changes.leaders
+        changed = {change.key for change in changes.leaders}
+        for topic in image.topics():
+            for metadata in topic.partitions:
+                key = (topic.name, metadata.partition_index)
+                partition = self._partitions.get(key)
+                if (
+                    metadata.leader_id == self.node_id
+                    and key not in changed
+                    and (partition is None or not partition.state.is_leader)
+                ):
+                    yield LocalPartitionChange(topic, metadata)
 
     def _min_insync_replicas(self, overrides: Mapping[str, str]) -> int:
         value = topic_config_value(self.config, overrides, "min.insync.replicas")
@@ -366,7 +431,10 @@ class ReplicaManager:
             self._partitions[key] = partition
         state = partition.state
         state.min_insync_replicas = self._min_insync_replicas(change.topic.configs)
+        state.recovering = metadata.leader_recovery_state == LeaderRecoveryState.RECOVERING
         log_end_offset = partition.log.log_end_offset
+        if not leader and metadata.leader_id == self.node_id:
+            metadata = dataclasses.replace(metadata, leader_id=NO_LEADER)  # not registered yet
         if leader:
             latest_epoch = partition.log.latest_epoch
             if latest_epoch is None or metadata.leader_epoch > latest_epoch:

@@ -31,38 +31,29 @@ seed and the command that replays it.
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import logging
 import random
 from dataclasses import dataclass, field
 
 import trio
 import trio.testing
 
-from tests.simulation.checker import (
-    Assign,
-    CheckResult,
-    HistoryRecorder,
-    Op,
-    Poll,
-    Seek,
-    Send,
-    check,
+from tests.simulation.checker import CheckResult, HistoryRecorder, Op, check
+from tests.simulation.sim_support import (
+    BrokerProcess,
+    ClientOps,
+    seeded_scheduler,
+    sim_now_ms,
+    trace_hash,
+    traced_logging,
 )
 from tidelog.broker.config import BrokerConfig, ListenerConfig
-from tidelog.broker.log_context import NodeIdFilter
 from tidelog.broker.memory_network import MemoryNetwork
-from tidelog.broker.runner import run_inline
 from tidelog.broker.server import Broker
 from tidelog.client.connection import Connector
 from tidelog.client.consumer import Consumer
 from tidelog.client.producer import Producer
 from tidelog.client.structs import TopicPartition
-from tidelog.storage.filesystem import FileHandle, MemoryFileSystem
 
-SIM_EPOCH_MS = 1_780_000_000_000
-"""The virtual wall clock at trio time 0 (a day in 2026)."""
 PARTITIONS = 2
 PORT = 9092
 DATA_DIR = "/data"
@@ -101,11 +92,7 @@ class Outcome:
     trace_hash: str = field(init=False)
 
     def __post_init__(self) -> None:
-        digest = hashlib.sha256()
-        for line in self.trace:
-            digest.update(line.encode())
-            digest.update(b"\n")
-        self.trace_hash = digest.hexdigest()
+        self.trace_hash = trace_hash(self.trace)
 
     def report(self, test: str) -> str:
         return (
@@ -115,182 +102,47 @@ class Outcome:
         )
 
 
-class ProcessFileSystem:
-    """The disk as one broker process sees it: after `kill()` every call, and every call on
-    a file the process opened, raises OSError — nothing of a dead process reaches the disk."""
-
-    def __init__(self, disk: MemoryFileSystem) -> None:
-        self.disk = disk
-        self.dead = False
-
-    def kill(self) -> None:
-        self.dead = True
-
-    def _alive(self) -> MemoryFileSystem:
-        if self.dead:
-            raise OSError(errno.EIO, "the process is dead")
-        return self.disk
-
-    def open(self, path: str, *, create: bool = False) -> FileHandle:
-        return _ProcessFile(self, self._alive().open(path, create=create))
-
-    def read_file(self, path: str) -> bytes:
-        return self._alive().read_file(path)
-
-    def rename(self, src: str, dst: str) -> None:
-        self._alive().rename(src, dst)
-
-    def remove(self, path: str) -> None:
-        self._alive().remove(path)
-
-    def listdir(self, path: str) -> list[str]:
-        return self._alive().listdir(path)
-
-    def mkdir(self, path: str) -> None:
-        self._alive().mkdir(path)
-
-    def rmdir(self, path: str) -> None:
-        self._alive().rmdir(path)
-
-    def fsync_dir(self, path: str) -> None:
-        self._alive().fsync_dir(path)
-
-    def exists(self, path: str) -> bool:
-        return self._alive().exists(path)
-
-    def is_dir(self, path: str) -> bool:
-        return self._alive().is_dir(path)
-
-    def file_size(self, path: str) -> int:
-        return self._alive().file_size(path)
-
-
-class _ProcessFile:
-    def __init__(self, process: ProcessFileSystem, handle: FileHandle) -> None:
-        self._process = process
-        self._handle = handle
-
-    def _live(self) -> FileHandle:
-        self._process._alive()
-        return self._handle
-
-    @property
-    def path(self) -> str:
-        return self._handle.path
-
-    def append(self, data: bytes | bytearray | memoryview) -> None:
-        self._live().append(data)
-
-    def pread(self, position: int, size: int) -> bytes:
-        return self._live().pread(position, size)
-
-    def size(self) -> int:
-        return self._live().size()
-
-    def truncate(self, size: int) -> None:
-        self._live().truncate(size)
-
-    def fsync(self) -> None:
-        self._live().fsync()
-
-    def fileno(self) -> int | None:
-        return None
-
-    def close(self) -> None:
-        self._live().close()
-
-
-class _TraceHandler(logging.Handler):
-    def __init__(self, trace: list[str]) -> None:
-        super().__init__(logging.INFO)
-        self.trace = trace
-        self.addFilter(NodeIdFilter())
-
-    def emit(self, record: logging.LogRecord) -> None:
-        now = trio.current_time() if _in_trio() else -1.0
-        node = getattr(record, "node_id", "-")
-        self.trace.append(
-            f"{now:.6f} log node={node} {record.levelname} {record.name}: {record.getMessage()}"
-        )
-
-
-def _in_trio() -> bool:
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True
-
-
-class SimulatedBroker:
-    """One broker host: its disk survives restarts; each incarnation is a process."""
+class SimulatedBroker(BrokerProcess):
+    """One single-node cluster's host, with its topic created at its first start."""
 
     def __init__(self, sim: Simulation, index: int) -> None:
-        self.sim = sim
-        self.host = f"node-{index}"
-        self.topic = f"events-{index}"
-        self.disk = MemoryFileSystem(seed=sim.rng.getrandbits(32))
-        self.config = BrokerConfig(
+        host = f"node-{index}"
+        config = BrokerConfig(
             node_id=0,
             data_dir=DATA_DIR,
-            listeners=(ListenerConfig(name="PLAINTEXT", host=self.host, port=PORT),),
+            listeners=(ListenerConfig(name="PLAINTEXT", host=host, port=PORT),),
             group_initial_rebalance_delay_ms=0,
             shutdown_timeout_ms=1_000,
         )
-        self.rng = random.Random(sim.rng.getrandbits(64))
-        self.process: ProcessFileSystem | None = None
-        self.scope: trio.CancelScope | None = None
-        self.incarnations = 0
+        disk_seed = sim.rng.getrandbits(32)
+        super().__init__(
+            sim.network,
+            host,
+            config,
+            disk_seed=disk_seed,
+            rng=random.Random(sim.rng.getrandbits(64)),
+        )
+        self.sim = sim
+        self.topic = f"events-{index}"
         self.up = trio.Event()
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{PORT}"
 
-    async def start(self, nursery: trio.Nursery) -> None:
-        self.incarnations += 1
-        process = self.process = ProcessFileSystem(self.disk)
-        broker = Broker(
-            self.config,
-            network=self.sim.network.host(self.host),
-            fs=process,
-            now_ms=self.sim.now_ms,
-            random=random.Random(self.rng.getrandbits(64)),
-            run_blocking=run_inline,
-        )
-        self.scope = trio.CancelScope()
-        await nursery.start(self._run, broker, process, self.scope)
+    async def start(self, nursery: trio.Nursery, *, wait: bool = True) -> Broker:
+        broker = await super().start(nursery, wait=True)
         if self.incarnations == 1:
             configs = {}
             if self.sim.variant.flush_messages is not None:
                 configs["flush.messages"] = str(self.sim.variant.flush_messages)
             await broker.topics.create_topic(self.topic, num_partitions=PARTITIONS, configs=configs)
         self.up.set()
-
-    async def _run(
-        self,
-        broker: Broker,
-        process: ProcessFileSystem,
-        scope: trio.CancelScope,
-        task_status: trio.TaskStatus[None],
-    ) -> None:
-        with scope:
-            try:
-                await broker.serve(task_status=task_status)
-            except OSError:
-                # A killed process fails on its first disk access after the kill.
-                assert process.dead, "a live broker failed on its disk"
+        return broker
 
     def kill(self, *, power_loss: bool) -> None:
-        """kill -9 (and, with `power_loss`, the machine's power): the process does nothing
-        more; with power loss whatever was not fsynced is lost or torn."""
-        assert self.process is not None and self.scope is not None
-        self.process.kill()
-        self.scope.cancel()
-        self.sim.network.crash(self.host)
+        super().kill(power_loss=power_loss)
         self.up = trio.Event()
-        if power_loss:
-            self.disk.crash()
 
 
 class Simulation:
@@ -311,6 +163,7 @@ class Simulation:
         self.duration_s = duration_s
         self.trace: list[str] = []
         self.recorder = HistoryRecorder(self._trio_now)
+        self.ops = ClientOps(self.recorder, self.note)
         self.network = MemoryNetwork(
             rng=random.Random(self.rng.getrandbits(64)), on_event=lambda event: self.note(event)
         )
@@ -322,24 +175,12 @@ class Simulation:
     def _trio_now() -> float:
         return trio.current_time()
 
-    def now_ms(self) -> int:
-        return SIM_EPOCH_MS + int(trio.current_time() * 1000)
-
     def note(self, text: str) -> None:
         self.trace.append(f"{trio.current_time():.6f} {text}")
 
     def run(self) -> Outcome:
-        handler = _TraceHandler(self.trace)
-        logger = logging.getLogger("tidelog")
-        level = logger.level
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        try:
-            with _seeded_scheduler(self.seed):
-                trio.run(self._main, clock=trio.testing.MockClock(autojump_threshold=0))
-        finally:
-            logger.removeHandler(handler)
-            logger.setLevel(level)
+        with traced_logging(self.trace), seeded_scheduler(self.seed):
+            trio.run(self._main, clock=trio.testing.MockClock(autojump_threshold=0))
         for op in self.recorder.history:
             self.trace.append(f"op {op}")
         history = self.recorder.history
@@ -415,7 +256,7 @@ class Simulation:
             bootstrap_servers=broker.bootstrap,
             connector=self._connector(self._client_host(index)),
             rng=random.Random(rng.getrandbits(64)),
-            now_ms=self.now_ms,
+            now_ms=sim_now_ms,
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
@@ -426,19 +267,8 @@ class Simulation:
             while trio.current_time() < end:
                 for _ in range(rng.randint(1, 4)):
                     tp = TopicPartition(broker.topic, rng.randrange(PARTITIONS))
-                    sends.start_soon(self._send, producer, process, tp, self._value(index))
+                    sends.start_soon(self.ops.send, producer, process, tp, self._value(index))
                 await trio.sleep(rng.uniform(0.5, 3.0))
-
-    async def _send(self, producer: Producer, process: str, tp: TopicPartition, value: str) -> None:
-        self.recorder.invoke(process, Send(tp, value))
-        try:
-            future = await producer.send(tp.topic, value.encode(), partition=tp.partition)
-            metadata = await future
-        except Exception as exc:  # indeterminate: it may or may not have been written
-            self.note(f"{process} send {value} failed: {type(exc).__name__}: {exc}")
-            self.recorder.info(process, Send(tp, value))
-            return
-        self.recorder.ok(process, Send(tp, value, metadata.offset))
 
     async def _consume(self, index: int, broker: SimulatedBroker, end: float) -> None:
         process = f"consumer-{index}"
@@ -451,26 +281,9 @@ class Simulation:
             request_timeout_ms=5_000,
         )
         async with consumer:
-            consumer.assign(partitions)
-            self.recorder.ok(process, Assign(tuple(partitions)))
-            for tp in partitions:
-                consumer.seek(tp, 0)
-                self.recorder.ok(process, Seek(tp, 0))
-            while trio.current_time() < end:
-                try:
-                    batches = await consumer.getmany(timeout_ms=1_000)
-                except Exception as exc:
-                    self.note(f"{process} poll failed: {type(exc).__name__}: {exc}")
-                    await trio.sleep(1)
-                    continue
-                for tp in partitions:
-                    records = batches.get(tp)
-                    if records:
-                        polled = tuple((r.offset, (r.value or b"").decode()) for r in records)
-                        self.recorder.ok(process, Poll(tp, polled))
+            await self.ops.consume(consumer, process, partitions, end)
 
     async def _final_read(self, broker: SimulatedBroker) -> None:
-        process = "final-reader"
         partitions = [TopicPartition(broker.topic, p) for p in range(PARTITIONS)]
         consumer = Consumer(
             bootstrap_servers=broker.bootstrap,
@@ -478,38 +291,7 @@ class Simulation:
             rng=random.Random(self.rng.getrandbits(64)),
         )
         async with consumer:
-            consumer.assign(partitions)
-            ends = await consumer.end_offsets(partitions)
-            for tp in partitions:
-                consumer.seek(tp, 0)
-                self.recorder.ok(process, Seek(tp, 0))
-            while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
-                batches = await consumer.getmany(timeout_ms=1_000)
-                for tp, records in sorted(batches.items()):
-                    polled = tuple((r.offset, (r.value or b"").decode()) for r in records)
-                    self.recorder.ok(process, Poll(tp, polled))
-            self.note(f"final read of {broker.host}: ends {sorted(ends.items())}")
-
-
-class _seeded_scheduler:
-    """Seeds trio's scheduler and turns on its deterministic mode for one run. trio keeps
-    both in `trio._core._run` (private: the same switch trio's Hypothesis plugin uses)."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def __enter__(self) -> None:
-        from trio._core import _run
-
-        self._saved = (_run._ALLOW_DETERMINISTIC_SCHEDULING, _run._r.getstate())
-        _run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
-        _run._r.seed(self.seed)
-
-    def __exit__(self, *exc: object) -> None:
-        from trio._core import _run
-
-        _run._ALLOW_DETERMINISTIC_SCHEDULING = self._saved[0]  # type: ignore[misc]
-        _run._r.setstate(self._saved[1])
+            await self.ops.final_read(consumer, partitions)
 
 
 def run_simulation(seed: int, **options: object) -> Outcome:
