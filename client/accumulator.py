@@ -332,13 +332,15 @@ class RecordAccumulator:
         batch.completion.set()
 
     def expired(self, now: float, delivery_timeout_s: float) -> list[ProducerBatch]:
-        """Queued (not in flight) batches created more than `delivery_timeout_s` ago."""
-        deadline = now - delivery_timeout_s
+        """Queued (not in flight) batches whose `created_at + delivery_timeout_s` is at or
+        before `now`: the same sum the send loop sleeps until, so that a batch due at that
+        instant is expired then (`now - timeout` can round the other way, and the loop
+        would wake again at once, forever)."""
         return [
             batch
             for queue in self._queues.values()
             for batch in queue
-            if batch.created_at <= deadline
+            if batch.created_at + delivery_timeout_s <= now
         ]
 
     def oldest_queued_at(self) -> float:

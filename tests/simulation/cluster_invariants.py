@@ -14,6 +14,9 @@ process without threads), and looks at every running broker's partitions:
     livelock               the simulated clock moves at least once every `STUCK_STEPS`
                            steps (tasks that spin at one simulated time would hang the run)
 
+A broker's partition state changes only in its own tasks, and each of those runs in the
+broker's logging context (`log_context`): after a step the monitor checks the partitions of
+the broker whose task it was, and every `FULL_CHECK_STEPS` steps those of every broker.
 The first violation is kept (`violation`) and `on_violation` is called once (the
 simulation stops there). The checks cost a few attribute reads per partition and step.
 
