@@ -132,13 +132,6 @@ class ReplicaFetchers:
             else:
                 self._assign(change.key, leader, change.partition.leader_epoch)
 
-    def fetcher_of(self, key: PartitionKey) -> int | None:
-        """The leader a partition is fetched from, if it is being fetched."""
-        for fetcher in self._fetchers.values():
-            if key in fetcher.partitions:
-                return fetcher.leader_id
-        return None
-
     def _assign(self, key: PartitionKey, leader_id: int, leader_epoch: int) -> None:
         for fetcher in self._fetchers.values():
             if fetcher.leader_id != leader_id and key in fetcher.partitions:
