@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with started_broker(single_dir, args.partitions) as server:
             run_matrix(server, warm_up, progress)
             single = run_matrix(server, workloads, progress)
-        with started_cluster(cluster_dir, CLUSTER_NODES) as server:
+        with started_cluster(cluster_dir, CLUSTER_NODES, args.partitions) as server:
             run_matrix(server, warm_up, progress)
             cluster = run_matrix(server, [w for w in workloads if w.acks == "all"], progress)
     by_size = ratios(single, cluster)

@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a local cluster of this many processes: node i serves port + 2(i-1) "
         "(its controller one above) and keeps its data in DATA_DIR/node<i>",
     )
+    dev.add_argument(
+        "--partitions",
+        type=int,
+        default=1,
+        help="partitions of an auto-created topic (num.partitions; default 1)",
+    )
     dev.set_defaults(run=_run_dev)
 
     broker = subparsers.add_parser("broker", help="run a broker from a TOML config file")
@@ -92,6 +98,7 @@ def _run_dev(args: argparse.Namespace) -> int:
             listeners=(ListenerConfig(name="PLAINTEXT", host=args.host, port=args.port),),
             data_dir=args.data_dir,
             auto_create_topics_enable=True,
+            num_partitions=args.partitions,
             # A development broker serves one developer's consumers: no reason to hold a new
             # group's first rebalance back for more members (Kafka's advice for dev and tests).
             group_initial_rebalance_delay_ms=0,
@@ -112,6 +119,11 @@ def _run_dev_cluster(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535 - 2 * args.nodes:
         print(f"tidelog: --port {args.port} leaves no room for {args.nodes} nodes", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        BrokerConfig(num_partitions=args.partitions)  # the nodes' configs check the rest
+    except ConfigError as exc:
+        print(f"tidelog: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     from tidelog.broker.dev_cluster import run_dev_cluster
 
     return run_dev_cluster(
@@ -119,6 +131,7 @@ def _run_dev_cluster(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         data_dir=args.data_dir,
+        partitions=args.partitions,
         log_level=args.log_level,
     )
 

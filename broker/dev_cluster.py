@@ -55,8 +55,8 @@ def plan_nodes(count: int, host: str, port: int, data_dir: str) -> list[DevNode]
     ]
 
 
-def node_config(node: DevNode, nodes: list[DevNode]) -> str:
-    """The TOML config file of `node`."""
+def node_config(node: DevNode, nodes: list[DevNode], partitions: int = 1) -> str:
+    """The TOML config file of `node`; auto-created topics get `partitions` partitions."""
     voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in nodes)
     return "\n".join(
         [
@@ -66,6 +66,7 @@ def node_config(node: DevNode, nodes: list[DevNode]) -> str:
             f'controller_quorum_voters = "{voters}"',
             'controller_listener_names = "CONTROLLER"',
             "auto_create_topics_enable = true",
+            f"num_partitions = {partitions}",
             f"default_replication_factor = {min(3, len(nodes))}",
             f"min_insync_replicas = {2 if len(nodes) >= 3 else 1}",
             "group_initial_rebalance_delay_ms = 0",
@@ -88,12 +89,14 @@ def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def run_dev_cluster(count: int, *, host: str, port: int, data_dir: str, log_level: str) -> int:
+def run_dev_cluster(
+    count: int, *, host: str, port: int, data_dir: str, partitions: int, log_level: str
+) -> int:
     """Run the cluster until a signal; the exit status (module docstring)."""
     nodes = plan_nodes(count, host, port, data_dir)
     for node in nodes:
         node.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        node.config_path.write_text(node_config(node, nodes))
+        node.config_path.write_text(node_config(node, nodes, partitions))
     return trio.run(_supervise, nodes, log_level)
 
 

@@ -59,16 +59,17 @@ def started_broker(
 
 
 @contextlib.contextmanager
-def started_cluster(work_dir: Path, nodes: int) -> Iterator[Server]:
-    """Run `tidelog dev --nodes N` (N combined broker+controller processes on 127.0.0.1,
-    data under `work_dir`); SIGTERM the supervisor on exit, which stops every node and must
-    exit 0. The server's pid is the supervisor's (its process tree holds every node);
-    its address is node 1's."""
+def started_cluster(work_dir: Path, nodes: int, partitions: int) -> Iterator[Server]:
+    """Run `tidelog dev --nodes N --partitions P` (N combined broker+controller processes on
+    127.0.0.1, data under `work_dir`, P partitions per auto-created topic); SIGTERM the
+    supervisor on exit, which stops every node and must exit 0. The server's pid is the
+    supervisor's (its process tree holds every node); its address is node 1's."""
     base_port = free_port_run(2 * nodes)
     log_path = work_dir / "cluster.log"
     argv = [
         sys.executable, "-m", "tidelog.broker.cli", "dev", "--nodes", str(nodes),
         "--port", str(base_port), "--data-dir", str(work_dir / "data"),
+        "--partitions", str(partitions),
     ]  # fmt: skip
     with running(
         "tidelog dev cluster", argv, log_path, cwd=REPO, stdout_pipe=True, require_clean_exit=True

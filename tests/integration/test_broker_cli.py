@@ -73,11 +73,13 @@ async def tidelog(tmp_path: Path, *args: str) -> AsyncIterator[Subprocess]:
 
 async def test_dev_serves_then_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    async with tidelog(tmp_path, "dev", "--port", "0", "--data-dir", str(data_dir)) as broker:
+    args = ("dev", "--port", "0", "--data-dir", str(data_dir), "--partitions", "3")
+    async with tidelog(tmp_path, *args) as broker:
         assert broker.host == "127.0.0.1" and broker.port > 0
         async with await WireClient.connect(TcpNetwork(), broker.host, broker.port) as client:
             response = await client.request(3, 4, metadata_request("from-cli"))
             assert response["topics"][0]["error_code"] == 0
+            assert len(response["topics"][0]["partitions"]) == 3
             assert [(b["host"], b["port"]) for b in response["brokers"]] == [
                 (broker.host, broker.port)
             ]
@@ -124,6 +126,16 @@ def test_bad_config_exits_2_naming_the_key(
     assert "log.retention.msec: unknown configuration key" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("nodes", ["1", "3"])
+def test_dev_refuses_a_partition_count_below_one(
+    nodes: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["dev", "--nodes", nodes, "--port", "9092", "--data-dir", str(tmp_path / "data")]
+    assert main([*args, "--partitions", "0"]) == 2
+    assert "num_partitions: 0 is outside [1, 100000]" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+
+
 def test_a_data_dir_of_another_node_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -165,6 +177,7 @@ async def test_dev_nodes_runs_a_local_cluster_and_stops_it_on_sigint(tmp_path: P
     port = free_port_run(6)
     data_dir = tmp_path / "cluster"
     args = ["dev", "--nodes", "3", "--port", str(port), "--data-dir", str(data_dir)]
+    args += ["--partitions", "2"]
     with (tmp_path / "stderr.log").open("wb") as stderr:
         process = await trio.lowlevel.open_process(
             [sys.executable, "-m", "tidelog.broker.cli", *args],
@@ -189,7 +202,9 @@ async def test_dev_nodes_runs_a_local_cluster_and_stops_it_on_sigint(tmp_path: P
             assert (name, number, pid_word, shown) == ("node", str(node_id), "pid", address)
             pids.append(int(pid))
         assert lines[3] == READY_PREFIX + ",".join(addresses)
-        assert (data_dir / "node2.toml").read_text().count(f"port = {port + 3}") == 1
+        node2_config = (data_dir / "node2.toml").read_text()
+        assert node2_config.count(f"port = {port + 3}") == 1
+        assert "num_partitions = 2" in node2_config.splitlines()
         for node_port in (port, port + 2, port + 4):
             with trio.fail_after(TIMEOUT_S):  # the last unfencing reaches every node soon
                 while True:
